@@ -1,0 +1,476 @@
+package profiles
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/goccy/go-yaml"
+	"github.com/goccy/go-yaml/ast"
+	"github.com/goccy/go-yaml/parser"
+)
+
+// decoder turns one YAML file into values, checking every key and type
+// itself so that all problems of a file are reported, each at its position.
+type decoder struct {
+	path string
+	c    *errorCollector
+}
+
+func (d *decoder) errAt(n ast.Node, format string, args ...any) {
+	line, col := pos(n)
+	d.c.add(d.path, line, col, format, args...)
+}
+
+func pos(n ast.Node) (line, col int) {
+	if n == nil {
+		return 0, 0
+	}
+	tk := n.GetToken()
+	if tk == nil || tk.Position == nil {
+		return 0, 0
+	}
+	return tk.Position.Line, tk.Position.Column
+}
+
+// parseMapping parses the file and returns its top-level mapping, or nil
+// after recording why there is none.
+func (d *decoder) parseMapping(data []byte) []*ast.MappingValueNode {
+	f, err := parser.ParseBytes(data, 0)
+	if err != nil {
+		d.yamlErr(err)
+		return nil
+	}
+	var docs []*ast.DocumentNode
+	for _, doc := range f.Docs {
+		if doc != nil && doc.Body != nil {
+			docs = append(docs, doc)
+		}
+	}
+	if len(docs) == 0 {
+		d.c.add(d.path, 1, 1, "file is empty")
+		return nil
+	}
+	if len(docs) > 1 {
+		d.errAt(docs[1].Body, "one document per file; this file has %d", len(docs))
+		return nil
+	}
+	values, ok := mappingValues(docs[0].Body)
+	if !ok {
+		d.errAt(docs[0].Body, "want a mapping of keys to values, got %s", kind(docs[0].Body))
+		return nil
+	}
+	return values
+}
+
+func (d *decoder) yamlErr(err error) {
+	var ye yaml.Error
+	if errors.As(err, &ye) {
+		line, col := 0, 0
+		if tk := ye.GetToken(); tk != nil && tk.Position != nil {
+			line, col = tk.Position.Line, tk.Position.Column
+		}
+		d.c.add(d.path, line, col, "%s", ye.GetMessage())
+		return
+	}
+	d.c.add(d.path, 0, 0, "%v", err)
+}
+
+// unwrap looks through anchors and tags to the value node.
+func unwrap(n ast.Node) ast.Node {
+	for {
+		switch v := n.(type) {
+		case *ast.AnchorNode:
+			n = v.Value
+		case *ast.TagNode:
+			n = v.Value
+		default:
+			return n
+		}
+	}
+}
+
+func mappingValues(n ast.Node) ([]*ast.MappingValueNode, bool) {
+	switch v := unwrap(n).(type) {
+	case *ast.MappingNode:
+		return v.Values, true
+	case *ast.MappingValueNode:
+		return []*ast.MappingValueNode{v}, true
+	}
+	return nil, false
+}
+
+func kind(n ast.Node) string {
+	n = unwrap(n)
+	if n == nil {
+		return "nothing"
+	}
+	switch n.Type() {
+	case ast.NullType:
+		return "an empty value"
+	case ast.BoolType:
+		return "a boolean"
+	case ast.IntegerType:
+		return "an integer"
+	case ast.FloatType, ast.InfinityType, ast.NanType:
+		return "a number"
+	case ast.StringType, ast.LiteralType:
+		return "a string"
+	case ast.MappingType, ast.MappingValueType:
+		return "a mapping"
+	case ast.SequenceType:
+		return "a list"
+	case ast.AliasType:
+		return "an alias"
+	}
+	return strings.ToLower(n.Type().String())
+}
+
+func keyName(mv *ast.MappingValueNode) string {
+	if tk := mv.Key.GetToken(); tk != nil {
+		return tk.Value
+	}
+	return mv.Key.String()
+}
+
+// fields walks a mapping, calls set for every known key, and reports
+// unknown and duplicate keys.
+func (d *decoder) fields(values []*ast.MappingValueNode, what string, known []string, set func(key string, v ast.Node, kn ast.Node)) {
+	seen := map[string]ast.Node{}
+	for _, mv := range values {
+		k := keyName(mv)
+		if prev, dup := seen[k]; dup {
+			l, c := pos(prev)
+			d.errAt(mv.Key, "duplicate key %q (first at line %d, column %d)", k, l, c)
+			continue
+		}
+		seen[k] = mv.Key
+		if !contains(known, k) {
+			d.errAt(mv.Key, "unknown key %q in %s (known keys: %s)", k, what, strings.Join(known, ", "))
+			continue
+		}
+		set(k, mv.Value, mv.Key)
+	}
+}
+
+func (d *decoder) str(n ast.Node, field string) (string, bool) {
+	switch v := unwrap(n).(type) {
+	case *ast.StringNode:
+		return v.Value, true
+	case *ast.LiteralNode:
+		return v.Value.Value, true
+	}
+	d.errAt(n, "%s: want a string, got %s", field, kind(n))
+	return "", false
+}
+
+// strings decodes a list of strings; with single set, a lone string is
+// accepted as a list of one.
+func (d *decoder) strs(n ast.Node, field string, single bool) ([]string, bool) {
+	seq, ok := unwrap(n).(*ast.SequenceNode)
+	if !ok {
+		if single {
+			if s, ok := d.str(n, field); ok {
+				return []string{s}, true
+			}
+			return nil, false
+		}
+		d.errAt(n, "%s: want a list of strings, got %s", field, kind(n))
+		return nil, false
+	}
+	out := make([]string, 0, len(seq.Values))
+	good := true
+	for i, item := range seq.Values {
+		s, ok := d.str(item, fmt.Sprintf("%s[%d]", field, i))
+		good = good && ok
+		out = append(out, s)
+	}
+	return out, good
+}
+
+func (d *decoder) int(n ast.Node, field string) (int, bool) {
+	if v, ok := unwrap(n).(*ast.IntegerNode); ok {
+		switch x := v.Value.(type) {
+		case int64:
+			if x >= -1<<31 && x < 1<<31 {
+				return int(x), true
+			}
+		case uint64:
+			if x < 1<<31 {
+				return int(x), true
+			}
+		}
+		d.errAt(n, "%s: %s is out of range", field, v.Token.Value)
+		return 0, false
+	}
+	d.errAt(n, "%s: want an integer, got %s", field, kind(n))
+	return 0, false
+}
+
+func (d *decoder) anyMap(n ast.Node, field string) (map[string]any, bool) {
+	if unwrap(n).Type() == ast.NullType {
+		return map[string]any{}, true
+	}
+	if _, ok := mappingValues(n); !ok {
+		d.errAt(n, "%s: want a mapping, got %s", field, kind(n))
+		return nil, false
+	}
+	var m map[string]any
+	if err := yaml.NodeToValue(n, &m); err != nil {
+		d.yamlErr(err)
+		return nil, false
+	}
+	return m, true
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+
+func (d *decoder) name(n ast.Node, field string) (string, bool) {
+	s, ok := d.str(n, field)
+	if !ok {
+		return "", false
+	}
+	if !nameRE.MatchString(s) {
+		d.errAt(n, "%s %q: use letters, digits, '.', '_' and '-' (at most 63, starting with a letter or digit)", field, s)
+		return "", false
+	}
+	return s, true
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// positioned remembers where a value came from, for later cross-file checks.
+type positioned struct {
+	line, col int
+}
+
+func at(n ast.Node) positioned {
+	l, c := pos(n)
+	return positioned{l, c}
+}
+
+// decodeGroup decodes a group file. The returned positions locate the
+// name and profile values for cross-file errors.
+func (d *decoder) decodeGroup(data []byte) (g *Group, namePos, profilePos positioned, ok bool) {
+	values := d.parseMapping(data)
+	if values == nil {
+		return nil, namePos, profilePos, false
+	}
+	before := len(d.c.errs)
+	g = &Group{Source: d.path, Selector: map[string][]string{}, Metadata: map[string]any{}}
+	var sawName, sawProfile bool
+	d.fields(values, "group", []string{"name", "profile", "priority", "selector", "metadata"}, func(k string, v, kn ast.Node) {
+		switch k {
+		case "name":
+			g.Name, sawName = d.name(v, "name")
+			namePos = at(v)
+		case "profile":
+			g.Profile, sawProfile = d.name(v, "profile")
+			profilePos = at(v)
+		case "priority":
+			g.Priority, _ = d.int(v, "priority")
+		case "selector":
+			d.decodeSelector(v, g.Selector)
+		case "metadata":
+			if m, ok := d.anyMap(v, "metadata"); ok {
+				g.Metadata = m
+			}
+		}
+	})
+	if !sawName && len(d.c.errs) == before {
+		d.c.add(d.path, 1, 1, "group has no name: add `name: <group name>`")
+	}
+	if !sawProfile && len(d.c.errs) == before {
+		d.c.add(d.path, 1, 1, "group has no profile: add `profile: <profile name>`")
+	}
+	return g, namePos, profilePos, len(d.c.errs) == before
+}
+
+func (d *decoder) decodeSelector(n ast.Node, sel map[string][]string) {
+	if unwrap(n).Type() == ast.NullType {
+		return
+	}
+	values, ok := mappingValues(n)
+	if !ok {
+		d.errAt(n, "selector: want a mapping of fact names to values, got %s", kind(n))
+		return
+	}
+	seen := map[string]bool{}
+	for _, mv := range values {
+		k := keyName(mv)
+		if seen[k] {
+			d.errAt(mv.Key, "selector: duplicate key %q", k)
+			continue
+		}
+		seen[k] = true
+		field := "selector." + k
+		if !nameRE.MatchString(k) {
+			d.errAt(mv.Key, "%s: a selector key is a fact (mac, arch, firmware, uuid, hostname) or a label name", field)
+			continue
+		}
+		vals, ok := d.strs(mv.Value, field, true)
+		if !ok {
+			continue
+		}
+		if len(vals) == 0 {
+			d.errAt(mv.Value, "%s: an empty list matches nothing; remove the key or give values", field)
+			continue
+		}
+		seq, _ := unwrap(mv.Value).(*ast.SequenceNode)
+		itemNode := func(i int) ast.Node {
+			if seq != nil {
+				return seq.Values[i]
+			}
+			return mv.Value
+		}
+		good := make([]string, 0, len(vals))
+		for i, v := range vals {
+			norm, err := normalizeSelectorValue(k, v)
+			if err != nil {
+				d.errAt(itemNode(i), "%s: %v", field, err)
+				continue
+			}
+			good = append(good, norm)
+		}
+		if len(good) == len(vals) {
+			sel[k] = good
+		}
+	}
+}
+
+// normalizeSelectorValue checks and canonicalises one selector value.
+func normalizeSelectorValue(key, v string) (string, error) {
+	switch key {
+	case KeyMAC:
+		return NormalizeMAC(v)
+	case KeyArch:
+		if !contains(Arches, v) {
+			return "", fmt.Errorf("unknown arch %q (want one of %s)", v, strings.Join(Arches, ", "))
+		}
+	case KeyFirmware:
+		if !contains(Firmwares, v) {
+			return "", fmt.Errorf("unknown firmware %q (want one of %s)", v, strings.Join(Firmwares, ", "))
+		}
+	case KeyUUID:
+		return strings.ToLower(v), nil
+	}
+	return v, nil
+}
+
+// decodeProfile decodes a profile file.
+func (d *decoder) decodeProfile(data []byte) (p *Profile, refs profileRefs, ok bool) {
+	values := d.parseMapping(data)
+	if values == nil {
+		return nil, refs, false
+	}
+	before := len(d.c.errs)
+	p = &Profile{Source: d.path}
+	var sawName bool
+	d.fields(values, "profile", []string{"name", "boot", "ignition", "cloud_config"}, func(k string, v, kn ast.Node) {
+		switch k {
+		case "name":
+			p.Name, sawName = d.name(v, "name")
+			refs.name = at(v)
+		case "ignition":
+			p.Ignition, _ = d.str(v, "ignition")
+			refs.ignition = at(v)
+		case "cloud_config":
+			p.CloudConfig, _ = d.str(v, "cloud_config")
+			refs.cloud = at(v)
+		case "boot":
+			refs.args = d.decodeBoot(v, &p.Boot, &refs)
+		}
+	})
+	if !sawName && len(d.c.errs) == before {
+		d.c.add(d.path, 1, 1, "profile has no name: add `name: <profile name>`")
+	}
+	if len(d.c.errs) != before {
+		return p, refs, false
+	}
+	// Kernel arguments are templates too.
+	for i, a := range p.Boot.Args {
+		t, err := parseTemplate("args", a)
+		if err != nil {
+			line, col := refs.args[i].line, refs.args[i].col
+			d.c.add(d.path, line, col, "boot.args[%d]: %s", i, templateErrMsg(err))
+			continue
+		}
+		p.args = append(p.args, t)
+	}
+	return p, refs, len(d.c.errs) == before
+}
+
+type profileRefs struct {
+	name, ignition, cloud, kernel positioned
+	initrd, args                  []positioned
+}
+
+func (d *decoder) decodeBoot(n ast.Node, b *Boot, refs *profileRefs) []positioned {
+	values, ok := mappingValues(n)
+	if !ok {
+		d.errAt(n, "boot: want a mapping with kernel, initrd and args, got %s", kind(n))
+		return nil
+	}
+	var args []positioned
+	var sawKernel bool
+	d.fields(values, "boot", []string{"kernel", "initrd", "args"}, func(k string, v, kn ast.Node) {
+		switch k {
+		case "kernel":
+			b.Kernel, sawKernel = d.str(v, "boot.kernel")
+			refs.kernel = at(v)
+		case "initrd":
+			b.Initrd, _ = d.strs(v, "boot.initrd", true)
+			refs.initrd = itemPositions(v)
+		case "args":
+			b.Args, _ = d.strs(v, "boot.args", false)
+			args = itemPositions(v)
+		}
+	})
+	if !sawKernel {
+		d.errAt(n, "boot: no kernel; add `kernel: /assets/...` or remove boot to boot from local disk")
+	}
+	return args
+}
+
+func itemPositions(n ast.Node) []positioned {
+	if seq, ok := unwrap(n).(*ast.SequenceNode); ok {
+		out := make([]positioned, len(seq.Values))
+		for i, v := range seq.Values {
+			out[i] = at(v)
+		}
+		return out
+	}
+	return []positioned{at(n)}
+}
+
+var templateLineRE = regexp.MustCompile(`^template: [^:]+:(\d+)(?::(\d+))?: (.*)$`)
+
+// templateErr splits a text/template parse error into the line and column
+// it names (0 when absent) and the message without the "template: NAME:"
+// prefix.
+func templateErr(err error) (line, col int, msg string) {
+	msg = err.Error()
+	m := templateLineRE.FindStringSubmatch(msg)
+	if m == nil {
+		return 0, 0, msg
+	}
+	line, _ = strconv.Atoi(m[1])
+	if m[2] != "" {
+		col, _ = strconv.Atoi(m[2])
+	}
+	return line, col, m[3]
+}
+
+func templateErrMsg(err error) string {
+	_, _, msg := templateErr(err)
+	return msg
+}
