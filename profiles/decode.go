@@ -286,10 +286,11 @@ func (d *decoder) decodeGroup(data []byte) (g *Group, namePos, profilePos positi
 			}
 		}
 	})
-	if !sawName && len(d.c.errs) == before {
+	clean := len(d.c.errs) == before
+	if !sawName && clean {
 		d.c.add(d.path, 1, 1, "group has no name: add `name: <group name>`")
 	}
-	if !sawProfile && len(d.c.errs) == before {
+	if !sawProfile && clean {
 		d.c.add(d.path, 1, 1, "group has no profile: add `profile: <profile name>`")
 	}
 	return g, namePos, profilePos, len(d.c.errs) == before
@@ -387,7 +388,7 @@ func (d *decoder) decodeProfile(data []byte) (p *Profile, refs profileRefs, ok b
 			p.CloudConfig, _ = d.str(v, "cloud_config")
 			refs.cloud = at(v)
 		case "boot":
-			refs.args = d.decodeBoot(v, &p.Boot, &refs)
+			refs.args = d.decodeBoot(v, kn, &p.Boot, &refs)
 		}
 	})
 	if !sawName && len(d.c.errs) == before {
@@ -414,7 +415,7 @@ type profileRefs struct {
 	initrd, args                  []positioned
 }
 
-func (d *decoder) decodeBoot(n ast.Node, b *Boot, refs *profileRefs) []positioned {
+func (d *decoder) decodeBoot(n, key ast.Node, b *Boot, refs *profileRefs) []positioned {
 	values, ok := mappingValues(n)
 	if !ok {
 		d.errAt(n, "boot: want a mapping with kernel, initrd and args, got %s", kind(n))
@@ -436,7 +437,7 @@ func (d *decoder) decodeBoot(n ast.Node, b *Boot, refs *profileRefs) []positione
 		}
 	})
 	if !sawKernel {
-		d.errAt(n, "boot: no kernel; add `kernel: /assets/...` or remove boot to boot from local disk")
+		d.errAt(key, "boot: no kernel; add `kernel: /assets/...` or remove boot to boot from local disk")
 	}
 	return args
 }
