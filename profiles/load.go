@@ -128,6 +128,7 @@ func Load(fsys fs.FS, root string) (*Set, error) {
 		s.Groups = append(s.Groups, ga.g)
 	}
 	sortGroups(s.Groups)
+	s.index()
 	// Groups with the same selector and priority would be decided by name
 	// alone, which is almost always a mistake.
 	for i := 1; i < len(s.Groups); i++ {

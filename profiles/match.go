@@ -51,8 +51,15 @@ func (f Facts) value(key string) (string, bool) {
 // Match returns the most specific group that selects the machine: the one
 // with most selector keys, then the highest priority, then the first name.
 func (s *Set) Match(f Facts) (Match, error) {
-	for _, g := range s.Groups {
-		if g.Matches(f) {
+	withMAC, others := s.byMAC[f.MAC], s.others
+	for len(withMAC) > 0 || len(others) > 0 {
+		var i int
+		if len(others) == 0 || (len(withMAC) > 0 && withMAC[0] < others[0]) {
+			i, withMAC = withMAC[0], withMAC[1:]
+		} else {
+			i, others = others[0], others[1:]
+		}
+		if g := s.Groups[i]; g.Matches(f) {
 			return Match{Group: g, Profile: s.Profiles[g.Profile]}, nil
 		}
 	}
@@ -64,6 +71,24 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// index builds the per-MAC look-up that Match uses; Groups must be sorted.
+func (s *Set) index() {
+	s.byMAC = map[string][]int{}
+	s.others = nil
+	for i, g := range s.Groups {
+		macs, ok := g.Selector[KeyMAC]
+		if !ok {
+			s.others = append(s.others, i)
+			continue
+		}
+		for _, mac := range macs {
+			if l := s.byMAC[mac]; len(l) == 0 || l[len(l)-1] != i {
+				s.byMAC[mac] = append(l, i)
+			}
+		}
+	}
 }
 
 func sortGroups(gs []*Group) {

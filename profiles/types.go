@@ -135,6 +135,12 @@ type Set struct {
 	// Warnings are problems that do not stop the directory from serving,
 	// such as a kernel path missing from assets/.
 	Warnings ErrorList
+
+	// byMAC lists, in match order, the indexes of groups whose selector
+	// names the MAC; others holds the indexes of all other groups. Match
+	// merges the two, so per-MAC groups cost a map look-up, not a scan.
+	byMAC  map[string][]int
+	others []int
 }
 
 // Assets returns the directory's assets/ tree.
