@@ -367,11 +367,12 @@ func normalizeSelectorValue(key, v string) (string, error) {
 	return v, nil
 }
 
-// decodeProfile decodes a profile file.
-func (d *decoder) decodeProfile(data []byte) (p *Profile, refs profileRefs, ok bool) {
+// decodeProfile decodes a profile file; errors go to the collector. It
+// returns nil when the file has no mapping to decode.
+func (d *decoder) decodeProfile(data []byte) (p *Profile, refs profileRefs) {
 	values := d.parseMapping(data)
 	if values == nil {
-		return nil, refs, false
+		return nil, refs
 	}
 	before := len(d.c.errs)
 	p = &Profile{Source: d.path}
@@ -395,7 +396,7 @@ func (d *decoder) decodeProfile(data []byte) (p *Profile, refs profileRefs, ok b
 		d.c.add(d.path, 1, 1, "profile has no name: add `name: <profile name>`")
 	}
 	if len(d.c.errs) != before {
-		return p, refs, false
+		return p, refs
 	}
 	// Kernel arguments are templates too.
 	for i, a := range p.Boot.Args {
@@ -407,7 +408,7 @@ func (d *decoder) decodeProfile(data []byte) (p *Profile, refs profileRefs, ok b
 		}
 		p.args = append(p.args, t)
 	}
-	return p, refs, len(d.c.errs) == before
+	return p, refs
 }
 
 type profileRefs struct {

@@ -59,7 +59,7 @@ func Load(fsys fs.FS, root string) (*Set, error) {
 			continue
 		}
 		d := &decoder{path: display(p), c: c}
-		prof, refs, ok := d.decodeProfile(data)
+		prof, refs := d.decodeProfile(data)
 		if prof == nil || prof.Name == "" {
 			continue
 		}
@@ -68,9 +68,9 @@ func Load(fsys fs.FS, root string) (*Set, error) {
 			continue
 		}
 		s.Profiles[prof.Name] = prof
-		if ok {
-			profs = append(profs, profileAt{prof, refs})
-		}
+		// References are checked even when the file has other errors, so
+		// that one run reports everything.
+		profs = append(profs, profileAt{prof, refs})
 	}
 	for _, pa := range profs {
 		p, refs := pa.p, pa.refs

@@ -20,6 +20,7 @@ type Watcher struct {
 	root     string
 	interval time.Duration
 	onLoad   func(*Set) error
+	onResult func(error)
 	log      *slog.Logger
 
 	mu      sync.Mutex
@@ -39,12 +40,15 @@ type WatcherConfig struct {
 	// (for example when its Butane does not transpile) and the previous one
 	// stays. It is called before Current returns the new Set.
 	OnLoad func(*Set) error
-	Log    *slog.Logger
+	// OnResult, if set, is told the outcome of every reload attempt after
+	// the first load: nil when the new Set is served, else why not.
+	OnResult func(error)
+	Log      *slog.Logger
 }
 
 // NewWatcher loads the directory once; it fails when that first load fails.
 func NewWatcher(cfg WatcherConfig) (*Watcher, error) {
-	w := &Watcher{fsys: cfg.FS, root: cfg.Root, interval: cfg.Interval, onLoad: cfg.OnLoad, log: cfg.Log}
+	w := &Watcher{fsys: cfg.FS, root: cfg.Root, interval: cfg.Interval, onLoad: cfg.OnLoad, onResult: cfg.OnResult, log: cfg.Log}
 	if w.interval <= 0 {
 		w.interval = time.Second
 	}
@@ -53,6 +57,9 @@ func NewWatcher(cfg WatcherConfig) (*Watcher, error) {
 	}
 	if w.onLoad == nil {
 		w.onLoad = func(*Set) error { return nil }
+	}
+	if w.onResult == nil {
+		w.onResult = func(error) {}
 	}
 	stamp, err := fingerprint(w.fsys)
 	if err != nil {
@@ -129,6 +136,7 @@ func (w *Watcher) Check() bool {
 	w.current, w.lastErr, w.stamp, w.loaded = s, nil, stamp, time.Now()
 	w.mu.Unlock()
 	w.log.Info("profiles reloaded", "dir", w.root, "groups", len(s.Groups), "profiles", len(s.Profiles), "warnings", len(s.Warnings))
+	w.onResult(nil)
 	return true
 }
 
@@ -136,6 +144,7 @@ func (w *Watcher) fail(err error, stamp [32]byte) {
 	w.mu.Lock()
 	w.lastErr, w.stamp = err, stamp
 	w.mu.Unlock()
+	w.onResult(err)
 	var list ErrorList
 	if errors.As(err, &list) {
 		for _, e := range list {
