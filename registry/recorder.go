@@ -1,0 +1,144 @@
+package registry
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Recorder takes observations from the hot paths (DHCP, TFTP, HTTP boot)
+// without making them wait for etcd: Record only queues, and a background
+// loop writes batches, one write per node per batch. When etcd is away the
+// loop retries with backoff and the queue absorbs the gap; when the queue is
+// full, new observations are dropped and counted, never blocking a boot.
+type Recorder struct {
+	reg   *Registry
+	queue chan Observation
+
+	dropped atomic.Uint64
+	written atomic.Uint64
+	failed  atomic.Uint64
+
+	mu      sync.Mutex
+	pending int // queued or being written
+	idle    *sync.Cond
+}
+
+// NewRecorder returns a Recorder with room for size queued observations
+// (default 65536 when size <= 0). Call Run to start writing.
+func NewRecorder(reg *Registry, size int) *Recorder {
+	if size <= 0 {
+		size = 1 << 16
+	}
+	r := &Recorder{reg: reg, queue: make(chan Observation, size)}
+	r.idle = sync.NewCond(&r.mu)
+	return r
+}
+
+// Record queues an observation and reports whether it was accepted.
+func (r *Recorder) Record(o Observation) bool {
+	if o.Event.Time.IsZero() {
+		o.Event.Time = time.Now().UTC()
+	}
+	r.mu.Lock()
+	r.pending++
+	r.mu.Unlock()
+	select {
+	case r.queue <- o:
+		return true
+	default:
+		r.dropped.Add(1)
+		r.done(1)
+		return false
+	}
+}
+
+func (r *Recorder) done(n int) {
+	r.mu.Lock()
+	r.pending -= n
+	if r.pending == 0 {
+		r.idle.Broadcast()
+	}
+	r.mu.Unlock()
+}
+
+// Stats reports observations written, dropped because the queue was full,
+// and write attempts that failed (and were retried).
+func (r *Recorder) Stats() (written, dropped, failed uint64) {
+	return r.written.Load(), r.dropped.Load(), r.failed.Load()
+}
+
+// Flush waits until everything queued so far is written or ctx ends.
+func (r *Recorder) Flush(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() {
+		r.mu.Lock()
+		r.idle.Broadcast()
+		r.mu.Unlock()
+	})
+	defer stop()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for r.pending > 0 && ctx.Err() == nil {
+		r.idle.Wait()
+	}
+	return ctx.Err()
+}
+
+// Run writes queued observations until ctx ends.
+func (r *Recorder) Run(ctx context.Context) error {
+	const maxBatch = 512
+	for {
+		var first Observation
+		select {
+		case <-ctx.Done():
+			return nil
+		case first = <-r.queue:
+		}
+		batch := []Observation{first}
+	drain:
+		for len(batch) < maxBatch {
+			select {
+			case o := <-r.queue:
+				batch = append(batch, o)
+			default:
+				break drain
+			}
+		}
+		byMAC := map[string][]Observation{}
+		var order []string
+		for _, o := range batch {
+			if _, seen := byMAC[o.MAC]; !seen {
+				order = append(order, o.MAC)
+			}
+			byMAC[o.MAC] = append(byMAC[o.MAC], o)
+		}
+		for _, mac := range order {
+			obs := byMAC[mac]
+			backoff := 100 * time.Millisecond
+			for {
+				wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				_, err := r.reg.ObserveAll(wctx, mac, obs)
+				cancel()
+				if err == nil {
+					r.written.Add(uint64(len(obs)))
+					break
+				}
+				r.failed.Add(1)
+				if ctx.Err() != nil {
+					r.done(len(batch))
+					return nil
+				}
+				r.reg.log.Warn("registry: recording failed; retrying", "mac", mac, "error", err, "retry_in", backoff)
+				select {
+				case <-ctx.Done():
+					r.done(len(batch))
+					return nil
+				case <-time.After(backoff):
+				}
+				backoff = min(backoff*2, 5*time.Second)
+			}
+		}
+		r.done(len(batch))
+	}
+}

@@ -1,0 +1,344 @@
+package registry
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// ErrNotFound means the registry has no such node.
+var ErrNotFound = errors.New("not found")
+
+// State is where a node is in its life.
+type State string
+
+// Node states, in the order a boot goes through them.
+const (
+	StateDiscovered  State = "discovered"  // seen by DHCP
+	StateBooting     State = "booting"     // fetched its iPXE script
+	StateProvisioned State = "provisioned" // fetched its Ignition or cloud-config
+	StateReady       State = "ready"       // its agent joined
+	StateLost        State = "lost"        // its agent stopped heartbeating
+)
+
+// DefaultTimelineLength bounds the events kept per node.
+const DefaultTimelineLength = 64
+
+// Node is one machine in the inventory.
+type Node struct {
+	MAC         string            `json:"mac"`
+	IP          string            `json:"ip,omitempty"`
+	Arch        string            `json:"arch,omitempty"`
+	Firmware    string            `json:"firmware,omitempty"`
+	UUID        string            `json:"uuid,omitempty"`
+	VendorClass string            `json:"vendor_class,omitempty"`
+	UserClass   string            `json:"user_class,omitempty"`
+	Hostname    string            `json:"hostname,omitempty"`
+	Group       string            `json:"group,omitempty"`
+	Profile     string            `json:"profile,omitempty"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	State       State             `json:"state"`
+	// NextBoot, when set, is a profile the node boots once instead of its
+	// matched one; the boot side clears it when it serves that profile.
+	NextBoot  string    `json:"next_boot,omitempty"`
+	FirstSeen time.Time `json:"first_seen"`
+	LastSeen  time.Time `json:"last_seen"`
+	// Timeline holds the most recent boot steps, oldest first.
+	Timeline []Event `json:"timeline,omitempty"`
+}
+
+// Event is one step of a node's boot.
+type Event struct {
+	Time   time.Time `json:"time"`
+	Event  string    `json:"event"` // e.g. dhcp.discover, dhcp.ack, tftp, ipxe, ignition, agent.join
+	Detail string    `json:"detail,omitempty"`
+	Server string    `json:"server,omitempty"` // which bootfleet server saw it
+}
+
+// Observation is what one part of bootfleet learnt about a node: non-empty
+// facts replace the stored ones, a non-empty State moves the node there,
+// and a non-empty Event.Event is appended to the timeline.
+type Observation struct {
+	MAC         string
+	IP          string
+	Arch        string
+	Firmware    string
+	UUID        string
+	VendorClass string
+	UserClass   string
+	Hostname    string
+	Group       string
+	Profile     string
+	State       State
+	Event       Event
+}
+
+// Config configures a Registry.
+type Config struct {
+	// Client is a connected etcd client; the Registry does not close it.
+	Client *clientv3.Client
+	// Prefix under which keys live; default "/bootfleet/".
+	Prefix string
+	// Server names this bootfleet server in events.
+	Server string
+	// TimelineLength bounds each node's timeline; default 64.
+	TimelineLength int
+	Log            *slog.Logger
+}
+
+// Registry is the node inventory in etcd.
+type Registry struct {
+	cli      *clientv3.Client
+	prefix   string
+	server   string
+	timeline int
+	log      *slog.Logger
+}
+
+// New returns a Registry over a connected client.
+func New(cfg Config) (*Registry, error) {
+	if cfg.Client == nil {
+		return nil, errors.New("registry: no etcd client")
+	}
+	r := &Registry{cli: cfg.Client, prefix: cfg.Prefix, server: cfg.Server, timeline: cfg.TimelineLength, log: cfg.Log}
+	if r.prefix == "" {
+		r.prefix = "/bootfleet/"
+	}
+	if !strings.HasSuffix(r.prefix, "/") {
+		r.prefix += "/"
+	}
+	if r.timeline <= 0 {
+		r.timeline = DefaultTimelineLength
+	}
+	if r.log == nil {
+		r.log = slog.New(slog.DiscardHandler)
+	}
+	return r, nil
+}
+
+func (r *Registry) nodeKey(mac string) string { return r.prefix + "nodes/" + mac }
+func (r *Registry) nodesPrefix() string      { return r.prefix + "nodes/" }
+
+// update applies fn to the node stored under mac (a zero Node with only MAC
+// set when absent) and writes it back, retrying when another writer got
+// there first. create says whether an absent node may be created.
+func (r *Registry) update(ctx context.Context, mac string, create bool, fn func(n *Node) error) (Node, error) {
+	key := r.nodeKey(mac)
+	for attempt := 0; ; attempt++ {
+		resp, err := r.cli.Get(ctx, key)
+		if err != nil {
+			return Node{}, fmt.Errorf("registry: get node %s: %w", mac, err)
+		}
+		var n Node
+		var rev int64
+		if len(resp.Kvs) == 1 {
+			if err := json.Unmarshal(resp.Kvs[0].Value, &n); err != nil {
+				return Node{}, fmt.Errorf("registry: node %s is corrupt in etcd: %w", mac, err)
+			}
+			rev = resp.Kvs[0].ModRevision
+		} else if !create {
+			return Node{}, fmt.Errorf("node %s: %w", mac, ErrNotFound)
+		} else {
+			n = Node{MAC: mac}
+		}
+		if err := fn(&n); err != nil {
+			return Node{}, err
+		}
+		data, err := json.Marshal(n)
+		if err != nil {
+			return Node{}, fmt.Errorf("registry: encode node %s: %w", mac, err)
+		}
+		txn, err := r.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
+			Then(clientv3.OpPut(key, string(data))).
+			Commit()
+		if err != nil {
+			return Node{}, fmt.Errorf("registry: write node %s: %w", mac, err)
+		}
+		if txn.Succeeded {
+			return n, nil
+		}
+		if attempt >= 50 {
+			return Node{}, fmt.Errorf("registry: write node %s: too much contention", mac)
+		}
+	}
+}
+
+// Observe records what was learnt about a node, creating it when new.
+func (r *Registry) Observe(ctx context.Context, o Observation) (Node, error) {
+	return r.ObserveAll(ctx, o.MAC, []Observation{o})
+}
+
+// ObserveAll applies several observations of one node in one write.
+func (r *Registry) ObserveAll(ctx context.Context, mac string, obs []Observation) (Node, error) {
+	return r.update(ctx, mac, true, func(n *Node) error {
+		for _, o := range obs {
+			r.apply(n, o)
+		}
+		return nil
+	})
+}
+
+func (r *Registry) apply(n *Node, o Observation) {
+	now := o.Event.Time
+	if now.IsZero() {
+		now = time.Now().UTC()
+	}
+	set := func(dst *string, v string) {
+		if v != "" {
+			*dst = v
+		}
+	}
+	set(&n.IP, o.IP)
+	set(&n.Arch, o.Arch)
+	set(&n.Firmware, o.Firmware)
+	set(&n.UUID, o.UUID)
+	set(&n.VendorClass, o.VendorClass)
+	set(&n.UserClass, o.UserClass)
+	set(&n.Hostname, o.Hostname)
+	set(&n.Group, o.Group)
+	set(&n.Profile, o.Profile)
+	if o.State != "" {
+		n.State = o.State
+	}
+	if n.State == "" {
+		n.State = StateDiscovered
+	}
+	if n.FirstSeen.IsZero() {
+		n.FirstSeen = now
+	}
+	if now.After(n.LastSeen) {
+		n.LastSeen = now
+	}
+	if o.Event.Event != "" {
+		e := o.Event
+		e.Time = now
+		if e.Server == "" {
+			e.Server = r.server
+		}
+		n.Timeline = append(n.Timeline, e)
+		if extra := len(n.Timeline) - r.timeline; extra > 0 {
+			n.Timeline = slices.Delete(n.Timeline, 0, extra)
+		}
+	}
+}
+
+// Node returns one node with its timeline.
+func (r *Registry) Node(ctx context.Context, mac string) (Node, error) {
+	resp, err := r.cli.Get(ctx, r.nodeKey(mac))
+	if err != nil {
+		return Node{}, fmt.Errorf("registry: get node %s: %w", mac, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return Node{}, fmt.Errorf("node %s: %w", mac, ErrNotFound)
+	}
+	var n Node
+	if err := json.Unmarshal(resp.Kvs[0].Value, &n); err != nil {
+		return Node{}, fmt.Errorf("registry: node %s is corrupt in etcd: %w", mac, err)
+	}
+	return n, nil
+}
+
+// Nodes returns every node, sorted by MAC, without timelines.
+func (r *Registry) Nodes(ctx context.Context) ([]Node, error) {
+	resp, err := r.cli.Get(ctx, r.nodesPrefix(), clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("registry: list nodes: %w", err)
+	}
+	nodes := make([]Node, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		var n Node
+		if err := json.Unmarshal(kv.Value, &n); err != nil {
+			r.log.Error("registry: skipping corrupt node", "key", string(kv.Key), "error", err)
+			continue
+		}
+		n.Timeline = nil
+		nodes = append(nodes, n)
+	}
+	slices.SortFunc(nodes, func(a, b Node) int { return strings.Compare(a.MAC, b.MAC) })
+	return nodes, nil
+}
+
+// Label sets and removes operator labels of a node, creating the node when
+// it is not known yet (so machines can be labelled before they boot).
+func (r *Registry) Label(ctx context.Context, mac string, set map[string]string, remove []string) (Node, error) {
+	return r.update(ctx, mac, true, func(n *Node) error {
+		if n.Labels == nil {
+			n.Labels = map[string]string{}
+		}
+		maps.Copy(n.Labels, set)
+		for _, k := range remove {
+			delete(n.Labels, k)
+		}
+		if n.State == "" {
+			n.State = StateDiscovered
+		}
+		return nil
+	})
+}
+
+// SetNextBoot makes the node boot profile once on its next boot; an empty
+// profile clears it.
+func (r *Registry) SetNextBoot(ctx context.Context, mac, profile string) (Node, error) {
+	return r.update(ctx, mac, false, func(n *Node) error {
+		n.NextBoot = profile
+		return nil
+	})
+}
+
+// Forget removes a node and its timeline.
+func (r *Registry) Forget(ctx context.Context, mac string) error {
+	resp, err := r.cli.Delete(ctx, r.nodeKey(mac))
+	if err != nil {
+		return fmt.Errorf("registry: forget node %s: %w", mac, err)
+	}
+	if resp.Deleted == 0 {
+		return fmt.Errorf("node %s: %w", mac, ErrNotFound)
+	}
+	return nil
+}
+
+// Change is one change to the inventory seen by Watch.
+type Change struct {
+	// Deleted is set when the node was forgotten; Node then has only MAC.
+	Deleted bool `json:"deleted,omitempty"`
+	Node    Node `json:"node"`
+}
+
+// Watch streams changes to the inventory until ctx ends. The channel is
+// closed when the watch ends; a watch that loses etcd resumes by itself.
+func (r *Registry) Watch(ctx context.Context) <-chan Change {
+	out := make(chan Change, 64)
+	go func() {
+		defer close(out)
+		wch := r.cli.Watch(clientv3.WithRequireLeader(ctx), r.nodesPrefix(), clientv3.WithPrefix())
+		for resp := range wch {
+			if err := resp.Err(); err != nil {
+				r.log.Warn("registry watch", "error", err)
+				continue
+			}
+			for _, ev := range resp.Events {
+				var c Change
+				if ev.Type == clientv3.EventTypeDelete {
+					c = Change{Deleted: true, Node: Node{MAC: strings.TrimPrefix(string(ev.Kv.Key), r.nodesPrefix())}}
+				} else if err := json.Unmarshal(ev.Kv.Value, &c.Node); err != nil {
+					continue
+				}
+				select {
+				case out <- c:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	return out
+}
