@@ -125,7 +125,7 @@ func New(cfg Config) (*Registry, error) {
 }
 
 func (r *Registry) nodeKey(mac string) string { return r.prefix + "nodes/" + mac }
-func (r *Registry) nodesPrefix() string      { return r.prefix + "nodes/" }
+func (r *Registry) nodesPrefix() string       { return r.prefix + "nodes/" }
 
 // update applies fn to the node stored under mac (a zero Node with only MAC
 // set when absent) and writes it back, retrying when another writer got
