@@ -255,3 +255,29 @@ func TestRecorderSurvivesOutage(t *testing.T) {
 		t.Errorf("stats written=%d dropped=%d; want 40, 0", written, dropped)
 	}
 }
+
+func TestCacheFollowsChanges(t *testing.T) {
+	var c cluster
+	startEtcd(t, &c)
+	r := newRegistry(t, c.etcd.Endpoints(), "s")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r.Label(ctx, "52:54:00:00:00:01", map[string]string{"rack": "a"}, nil)
+	cache := NewCache(r)
+	go cache.Run(ctx)
+	eventually := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("cache: %s not seen within 10s", what)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	eventually("initial list", func() bool { n, ok := cache.Get("52:54:00:00:00:01"); return ok && n.Labels["rack"] == "a" })
+	r.Label(ctx, "52:54:00:00:00:01", map[string]string{"rack": "b"}, nil)
+	eventually("label change", func() bool { n, _ := cache.Get("52:54:00:00:00:01"); return n.Labels["rack"] == "b" })
+	r.Forget(ctx, "52:54:00:00:00:01")
+	eventually("forget", func() bool { _, ok := cache.Get("52:54:00:00:00:01"); return !ok })
+}
