@@ -756,3 +756,75 @@ func TestNew(t *testing.T) {
 		t.Errorf("%d metric families, want 3", len(mfs))
 	}
 }
+
+// blksize and tsize are negotiated: curl -v prints the server's OACK.
+func TestOptionsNegotiated(t *testing.T) {
+	curl := needTool(t, "curl", "curl")
+	ts, files := fullServer(t)
+	for _, c := range []struct {
+		path string
+		size int
+	}{
+		{"/ipxe.efi", len(embeddedBytes(t, ipxe.IPXEEFI))},
+		{"/assets/flatcar/vmlinuz", len(files["flatcar/vmlinuz"])},
+	} {
+		for _, bs := range []string{"512", "1468", "8192"} {
+			o, err := run(t, curl, "-v", "--max-time", "30", "--tftp-blksize", bs, "-o", os.DevNull, "tftp://"+ts.addr+c.path)
+			if err != nil {
+				t.Fatalf("curl %s: %v\n%s", c.path, err, o)
+			}
+			for _, want := range []string{
+				fmt.Sprintf("tsize parsed from OACK (%d)", c.size),
+				fmt.Sprintf("blksize parsed from OACK (%s)", bs),
+			} {
+				if !strings.Contains(o, want) {
+					t.Errorf("curl %s blksize %s: no %q in:\n%s", c.path, bs, want, o)
+				}
+			}
+		}
+	}
+}
+
+// UEFI firmware asks for the size first: RRQ with tsize, then an ERROR in
+// answer to the OACK, then the real RRQ. The abort is counted as the
+// client's, not as a server fault.
+func TestTsizeProbeAbort(t *testing.T) {
+	ts := startServer(t, Config{Binaries: ipxe.Embedded()})
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	server, err := net.ResolveUDPAddr("udp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rrq := []byte("\x00\x01ipxe.efi\x00octet\x00tsize\x000\x00blksize\x001468\x00")
+	if _, err := conn.WriteToUDP(rrq, server); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1500)
+	n, from, err := conn.ReadFromUDP(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oack := string(buf[:n])
+	size := len(embeddedBytes(t, ipxe.IPXEEFI))
+	if !strings.HasPrefix(oack, "\x00\x06") || !strings.Contains(oack, fmt.Sprintf("tsize\x00%d\x00", size)) || !strings.Contains(oack, "blksize\x001468\x00") {
+		t.Fatalf("answer to RRQ with tsize is %q, want an OACK with tsize %d and blksize 1468", oack, size)
+	}
+	if _, err := conn.WriteToUDP([]byte("\x00\x05\x00\x08tsize probe done\x00"), from); err != nil {
+		t.Fatal(err)
+	}
+	got := ts.waitTransfers(t, 1)
+	if got[0].err == nil || got[0].bytes != 0 {
+		t.Errorf("probe reported as %+v", got[0])
+	}
+	if n := ts.counter(t, "errors", reasonClientAbort); n != 1 {
+		t.Errorf("errors_total{reason=client_abort} = %v, want 1", n)
+	}
+	if n := ts.counter(t, "transfers", resultFailed); n != 1 {
+		t.Errorf("transfers_total{result=failed} = %v, want 1", n)
+	}
+}
