@@ -63,7 +63,10 @@ func (r binariesRoute) Open(name string) (io.ReadCloser, int64, error) {
 // FS and fs.Sub of them can), the route resolves each element of the path
 // itself and refuses, with ErrAccessViolation, any symlink whose target is
 // absolute or climbs out of the tree, like os.Root does; relative symlinks
-// that stay inside are followed. Only regular files are served.
+// that stay inside are followed. Only regular files are served. The check
+// and the open are two steps: it guards against names chosen by clients,
+// not against someone rewriting the tree in between (the tree is the
+// operator's).
 func FSRoute(prefix string, fsys func() fs.FS) Route {
 	return fsRoute{prefix: strings.Trim(prefix, "/") + "/", fsys: fsys}
 }
