@@ -498,4 +498,3 @@ func (c *lru) put(k [32]byte, v cached) {
 		delete(c.items, last.Value.(*lruEntry).key)
 	}
 }
-
