@@ -7,11 +7,11 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path"
 	"strings"
 	"syscall"
 
 	"github.com/bootfleet/bootfleet/ipxe"
+	"github.com/bootfleet/bootfleet/profiles"
 )
 
 // Route serves one part of the TFTP namespace. The server tries its routes
@@ -120,71 +120,14 @@ type bufferedFile struct {
 
 func (b *bufferedFile) Close() error { return b.f.Close() }
 
-// maxLinks bounds the symlinks followed for one name, as the kernel does.
-const maxLinks = 40
-
-// resolve returns the path of name inside fsys with every symlink replaced
-// by its target, refusing targets that are absolute or leave fsys. It checks
-// that the result is a regular file before anything opens it (opening a FIFO
-// would block). Without fs.ReadLinkFS there are no symlinks to see; it only
-// checks the file type.
+// resolve is profiles.ResolveFile with escapes reported as TFTP access
+// violations.
 func resolve(fsys fs.FS, name string) (string, error) {
-	if _, ok := fsys.(fs.ReadLinkFS); !ok {
-		st, err := fs.Stat(fsys, name)
-		if err != nil {
-			return "", err
-		}
-		if !st.Mode().IsRegular() {
-			return "", &fs.PathError{Op: "open", Path: name, Err: fmt.Errorf("not a regular file: %w", os.ErrNotExist)}
-		}
-		return name, nil
+	real, err := profiles.ResolveFile(fsys, name)
+	if errors.Is(err, profiles.ErrOutsideTree) {
+		return "", fmt.Errorf("%w: %w", err, ErrAccessViolation)
 	}
-	var (
-		done  []string // resolved elements: existing, none a symlink
-		todo  = strings.Split(name, "/")
-		links int
-		last  fs.FileInfo
-	)
-	for len(todo) > 0 {
-		elem := todo[0]
-		todo = todo[1:]
-		switch elem {
-		case "", ".":
-			continue
-		case "..":
-			if len(done) == 0 {
-				return "", &fs.PathError{Op: "open", Path: name, Err: fmt.Errorf("symlink leads out of the tree: %w", ErrAccessViolation)}
-			}
-			done = done[:len(done)-1]
-			last = nil
-			continue
-		}
-		cur := path.Join(path.Join(done...), elem)
-		st, err := fs.Lstat(fsys, cur)
-		if err != nil {
-			return "", &fs.PathError{Op: "open", Path: name, Err: unwrapPathError(err)}
-		}
-		if st.Mode()&fs.ModeSymlink == 0 {
-			done = append(done, elem)
-			last = st
-			continue
-		}
-		if links++; links > maxLinks {
-			return "", &fs.PathError{Op: "open", Path: name, Err: fmt.Errorf("too many symlinks: %w", ErrAccessViolation)}
-		}
-		target, err := fs.ReadLink(fsys, cur)
-		if err != nil {
-			return "", &fs.PathError{Op: "open", Path: name, Err: unwrapPathError(err)}
-		}
-		if target == "" || strings.HasPrefix(target, "/") || strings.ContainsRune(target, '\\') {
-			return "", &fs.PathError{Op: "open", Path: name, Err: fmt.Errorf("symlink %s -> %s leads out of the tree: %w", cur, target, ErrAccessViolation)}
-		}
-		todo = append(strings.Split(target, "/"), todo...)
-	}
-	if last == nil || !last.Mode().IsRegular() {
-		return "", &fs.PathError{Op: "open", Path: name, Err: fmt.Errorf("not a regular file: %w", os.ErrNotExist)}
-	}
-	return path.Join(done...), nil
+	return real, err
 }
 
 // unwrapPathError drops an *fs.PathError's own path (the resolved element)
