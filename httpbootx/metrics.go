@@ -1,0 +1,80 @@
+package httpboot
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	render   *prometheus.HistogramVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bootfleet_http_requests_total",
+			Help: "Boot-side HTTP requests by endpoint and status code.",
+		}, []string{"endpoint", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "bootfleet_http_request_duration_seconds",
+			Help:    "Time to answer boot-side HTTP requests, by endpoint (for assets: until the body is sent).",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1, 5, 30},
+		}, []string{"endpoint"}),
+		render: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "bootfleet_render_duration_seconds",
+			Help:    "Time to render a node's config, by kind (ignition, cloud-config); cache hits included.",
+			Buckets: []float64{.00001, .000025, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .05, .25},
+		}, []string{"kind"}),
+	}
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.render} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("httpboot metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+// instrument counts and times requests, and refuses methods other than GET
+// and HEAD: the boot side is read-only.
+func (s *Server) instrument(endpoint string, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w}
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(rec, "method not allowed: the boot side is read-only (GET, HEAD)", http.StatusMethodNotAllowed)
+		} else {
+			h.ServeHTTP(rec, r)
+		}
+		if rec.status == 0 {
+			rec.status = http.StatusOK
+		}
+		s.metrics.requests.WithLabelValues(endpoint, strconv.Itoa(rec.status)).Inc()
+		s.metrics.duration.WithLabelValues(endpoint).Observe(time.Since(start).Seconds())
+	})
+}
