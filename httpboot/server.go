@@ -29,7 +29,6 @@ type Renderer interface {
 	CloudConfig(m profiles.Match, d profiles.TemplateData) ([]byte, error)
 }
 
-
 // Snapshot is the profiles set being served and its renderer.
 type Snapshot struct {
 	Set      *profiles.Set

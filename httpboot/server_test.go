@@ -18,7 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/bootfleet/bootfleet/examples"
-	ignition "github.com/bootfleet/bootfleet/ignitionx"
+	"github.com/bootfleet/bootfleet/ignition"
 	"github.com/bootfleet/bootfleet/ipxe"
 	"github.com/bootfleet/bootfleet/profiles"
 )

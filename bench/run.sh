@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# make bench: every side-by-side benchmark, results into bench/RESULTS.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/install-deps.sh nginx wrk curl
+out=bench/out; mkdir -p "$out"
+{
+  echo "# Benchmark results"
+  echo
+  echo "Machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -r); $(date -u +%Y-%m-%d); $(go version | cut -d' ' -f3); bootfleet $(git describe --always --dirty)."
+  echo "Reproduce with \`make bench\`. Ratios are taken in the same run, peers alternating."
+  echo
+  ./bench/http-ignition.sh 10s
+  echo
+  echo "### Go benchmarks"
+  echo
+  echo '```'
+  go test -run '^$' -bench . -benchtime 2s ./profiles ./ignition ./httpboot 2>&1 | grep -E '^(Benchmark|goos|cpu)'
+  echo '```'
+  echo "Command: \`go test -run '^\$' -bench . -benchtime 2s ./profiles ./ignition ./httpboot\`"
+} > "$out/RESULTS.md.new"
+mv "$out/RESULTS.md.new" bench/RESULTS.md
+cat bench/RESULTS.md

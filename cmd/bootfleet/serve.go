@@ -1,0 +1,373 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"golang.org/x/sync/errgroup"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/bootfleet/bootfleet/api"
+	"github.com/bootfleet/bootfleet/httpboot"
+	"github.com/bootfleet/bootfleet/ignition"
+	"github.com/bootfleet/bootfleet/ipxe"
+	"github.com/bootfleet/bootfleet/profiles"
+	"github.com/bootfleet/bootfleet/registry"
+	"github.com/bootfleet/bootfleet/tftp"
+)
+
+func newServeCmd() *cobra.Command {
+	cfg := DefaultConfig()
+	var configPath string
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Serve HTTP boot (and DHCP, TFTP when configured) for the machines of a profiles directory",
+		Long: `Serve runs the bootfleet server. With no flags it serves HTTP on :8080 from
+./profiles, or from the built-in example when ./profiles does not exist, with
+DHCP off. Every key of bootfleet.yaml is also a flag, and every flag can be
+set as BOOTFLEET_<FLAG> in the environment; flags win over the file.`,
+		Args: cobra.NoArgs,
+	}
+	copyFlag := bindServeFlags(cmd.Flags(), &cfg)
+	cmd.Flags().StringVar(&configPath, "config", "", "server config file (bootfleet.yaml)")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if err := applyEnv(cmd); err != nil {
+			return err
+		}
+		final := cfg
+		if configPath != "" {
+			final = DefaultConfig()
+			if err := loadConfigFile(configPath, &final); err != nil {
+				return err
+			}
+			cmd.Flags().Visit(func(f *pflag.Flag) {
+				if set, ok := copyFlag[f.Name]; ok {
+					set(&final, &cfg)
+				}
+			})
+		}
+		if err := final.Validate(); err != nil {
+			return err
+		}
+		profilesExplicit := cmd.Flags().Changed("profiles") || (configPath != "" && final.Profiles != DefaultConfig().Profiles)
+		return serve(cmd.Context(), final, profilesExplicit, cmd.ErrOrStderr())
+	}
+	return cmd
+}
+
+// bindServeFlags registers a flag for every config key and returns, per
+// flag, a function that copies that flag's field from one Config to another
+// (used to lay flags over a config file).
+func bindServeFlags(f *pflag.FlagSet, c *Config) map[string]func(dst, src *Config) {
+	f.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory for local state and admin.token")
+	f.StringVar(&c.Profiles, "profiles", c.Profiles, "profiles directory (groups/, profiles/, ignition/, cloud/, assets/)")
+	f.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
+	f.StringVar(&c.HTTP.Listen, "http", c.HTTP.Listen, "HTTP listen address")
+	f.StringVar(&c.HTTP.PublicURL, "public-url", c.HTTP.PublicURL, "base URL nodes use to reach this server (default: the Host of each request)")
+	f.StringVar(&c.DHCP.Mode, "dhcp", c.DHCP.Mode, "DHCP mode: off, full or proxy")
+	f.StringVar(&c.DHCP.Interface, "interface", c.DHCP.Interface, "network interface to serve DHCP on")
+	f.StringVar(&c.DHCP.Pool.Start, "dhcp-pool-start", c.DHCP.Pool.Start, "first address of the DHCP pool")
+	f.StringVar(&c.DHCP.Pool.End, "dhcp-pool-end", c.DHCP.Pool.End, "last address of the DHCP pool")
+	f.DurationVar(&c.DHCP.LeaseTime, "dhcp-lease-time", c.DHCP.LeaseTime, "DHCP lease time")
+	f.StringVar(&c.DHCP.Router, "dhcp-router", c.DHCP.Router, "router (default gateway) handed out by DHCP")
+	f.StringSliceVar(&c.DHCP.DNS, "dhcp-dns", c.DHCP.DNS, "DNS servers handed out by DHCP")
+	f.StringVar(&c.DHCP.Domain, "dhcp-domain", c.DHCP.Domain, "domain name handed out by DHCP")
+	f.BoolVar(&c.DHCP.RouterAdvertisements, "router-advertisements", c.DHCP.RouterAdvertisements, "send IPv6 router advertisements on the DHCP interface")
+	f.BoolVar(&c.TFTP.Enabled, "tftp", c.TFTP.Enabled, "serve TFTP")
+	f.StringVar(&c.TFTP.Listen, "tftp-listen", c.TFTP.Listen, "TFTP listen address")
+	f.StringSliceVar(&c.Etcd.Endpoints, "etcd-endpoints", c.Etcd.Endpoints, "external etcd endpoints (default: embedded etcd)")
+	f.StringVar(&c.Etcd.ListenClient, "etcd-listen-client", c.Etcd.ListenClient, "embedded etcd client URL")
+	f.StringVar(&c.Etcd.ListenPeer, "etcd-listen-peer", c.Etcd.ListenPeer, "embedded etcd peer URL")
+	f.DurationVar(&c.Fleet.NodeTTL, "node-ttl", c.Fleet.NodeTTL, "time without heartbeat before a node is lost")
+	return map[string]func(dst, src *Config){
+		"data-dir":              func(d, s *Config) { d.DataDir = s.DataDir },
+		"profiles":              func(d, s *Config) { d.Profiles = s.Profiles },
+		"log-level":             func(d, s *Config) { d.LogLevel = s.LogLevel },
+		"http":                  func(d, s *Config) { d.HTTP.Listen = s.HTTP.Listen },
+		"public-url":            func(d, s *Config) { d.HTTP.PublicURL = s.HTTP.PublicURL },
+		"dhcp":                  func(d, s *Config) { d.DHCP.Mode = s.DHCP.Mode },
+		"interface":             func(d, s *Config) { d.DHCP.Interface = s.DHCP.Interface },
+		"dhcp-pool-start":       func(d, s *Config) { d.DHCP.Pool.Start = s.DHCP.Pool.Start },
+		"dhcp-pool-end":         func(d, s *Config) { d.DHCP.Pool.End = s.DHCP.Pool.End },
+		"dhcp-lease-time":       func(d, s *Config) { d.DHCP.LeaseTime = s.DHCP.LeaseTime },
+		"dhcp-router":           func(d, s *Config) { d.DHCP.Router = s.DHCP.Router },
+		"dhcp-dns":              func(d, s *Config) { d.DHCP.DNS = s.DHCP.DNS },
+		"dhcp-domain":           func(d, s *Config) { d.DHCP.Domain = s.DHCP.Domain },
+		"router-advertisements": func(d, s *Config) { d.DHCP.RouterAdvertisements = s.DHCP.RouterAdvertisements },
+		"tftp":                  func(d, s *Config) { d.TFTP.Enabled = s.TFTP.Enabled },
+		"tftp-listen":           func(d, s *Config) { d.TFTP.Listen = s.TFTP.Listen },
+		"etcd-endpoints":        func(d, s *Config) { d.Etcd.Endpoints = s.Etcd.Endpoints },
+		"etcd-listen-client":    func(d, s *Config) { d.Etcd.ListenClient = s.Etcd.ListenClient },
+		"etcd-listen-peer":      func(d, s *Config) { d.Etcd.ListenPeer = s.Etcd.ListenPeer },
+		"node-ttl":              func(d, s *Config) { d.Fleet.NodeTTL = s.Fleet.NodeTTL },
+	}
+}
+
+func newLogger(level string, w *os.File) *slog.Logger {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(level)) // validated by Config.Validate
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+// serve wires the server together, in this one place: etcd (embedded or
+// external) → registry; profiles watcher → Ignition renderer → HTTP boot
+// handler; API; TFTP; all on one errgroup until ctx ends.
+func serve(ctx context.Context, cfg Config, profilesExplicit bool, stderr io.Writer) error {
+	log := newLogger(cfg.LogLevel, os.Stderr)
+	if cfg.DHCP.Mode != "off" {
+		return fmt.Errorf("dhcp mode %q: DHCP is not wired into serve yet; run with --dhcp off and point your network's DHCP server's iPXE clients at /boot.ipxe", cfg.DHCP.Mode)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir %s: %w (choose another with --data-dir)", cfg.DataDir, err)
+	}
+	token, err := ensureAdminToken(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	fsys, name, err := profilesSource(cfg.Profiles, profilesExplicit)
+	if err != nil {
+		return err
+	}
+	if name == builtinName {
+		log.Warn("serving the built-in example profiles; create ./profiles or pass --profiles DIR to serve your own")
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reloads := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "bootfleet_profiles_reloads_total",
+		Help: "Profiles directory reloads by result (ok, error).",
+	}, []string{"result"})
+	valid := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "bootfleet_profiles_valid",
+		Help: "1 when the profiles directory on disk is what is served, 0 when the last reload failed and the last good set is still served.",
+	})
+	reg.MustRegister(reloads, valid)
+
+	// Profiles and their renderer, swapped together on every good reload.
+	var boot *httpboot.Server
+	var initial httpboot.Snapshot
+	onLoad := func(set *profiles.Set) error {
+		r, err := ignition.New(set, ignition.Options{Log: log})
+		if err != nil {
+			return err
+		}
+		for _, w := range set.Warnings {
+			log.Warn("profiles", "warning", w.Error())
+		}
+		snap := httpboot.Snapshot{Set: set, Renderer: r}
+		if boot == nil {
+			initial = snap
+		} else {
+			boot.Swap(snap)
+		}
+		return nil
+	}
+	onResult := func(err error) {
+		if err != nil {
+			reloads.WithLabelValues("error").Inc()
+			valid.Set(0)
+			return
+		}
+		reloads.WithLabelValues("ok").Inc()
+		valid.Set(1)
+	}
+	watcher, err := profiles.NewWatcher(profiles.WatcherConfig{FS: fsys, Root: name, OnLoad: onLoad, OnResult: onResult, Log: log})
+	if err != nil {
+		printErrors(stderr, err)
+		return fmt.Errorf("profiles %s are invalid; fix the errors above (bootfleet validate %s)", name, cfg.Profiles)
+	}
+	valid.Set(1)
+
+	// The registry: embedded etcd unless endpoints are given.
+	endpoints := cfg.Etcd.Endpoints
+	var embedded *registry.Embedded
+	if len(endpoints) == 0 {
+		embedded, err = registry.StartEmbedded(ctx, registry.EmbeddedConfig{
+			Dir:          filepath.Join(cfg.DataDir, "etcd"),
+			ListenClient: cfg.Etcd.ListenClient,
+			ListenPeer:   cfg.Etcd.ListenPeer,
+			Log:          log,
+		})
+		if err != nil {
+			return fmt.Errorf("%w (another bootfleet or etcd on these ports? set --etcd-listen-client/--etcd-listen-peer, or --etcd-endpoints for an external cluster)", err)
+		}
+		defer embedded.Close()
+		endpoints = embedded.Endpoints()
+	}
+	etcdClient, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return fmt.Errorf("etcd %s: %w", strings.Join(endpoints, ","), err)
+	}
+	defer etcdClient.Close()
+	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	_, err = etcdClient.Get(pingCtx, "/bootfleet/")
+	cancel()
+	if err != nil {
+		return fmt.Errorf("etcd %s is unreachable: %w (check --etcd-endpoints and that the cluster is up)", strings.Join(endpoints, ","), err)
+	}
+	serverName := serverID(cfg)
+	inventory, err := registry.New(registry.Config{Client: etcdClient, Server: serverName, Log: log})
+	if err != nil {
+		return err
+	}
+	recorder := registry.NewRecorder(inventory, 0)
+	nodeCache := registry.NewCache(inventory)
+	apiServer, err := api.New(api.Config{Registry: inventory, AdminToken: token, Log: log})
+	if err != nil {
+		return err
+	}
+
+	boot, err = httpboot.New(httpboot.Config{
+		PublicURL: cfg.HTTP.PublicURL,
+		Log:       log,
+		Metrics:   reg,
+		Health: func() error {
+			loaded, lastErr := watcher.Status()
+			if lastErr != nil {
+				return fmt.Errorf("profiles: last reload failed, still serving the set loaded at %s:\n%v", loaded.Format(time.RFC3339), lastErr)
+			}
+			return nil
+		},
+		Labels: func(mac string) map[string]string {
+			n, _ := nodeCache.Get(mac)
+			return n.Labels
+		},
+		OnEvent: func(e httpboot.Event) { recorder.Record(bootObservation(e)) },
+	}, initial)
+	if err != nil {
+		return err
+	}
+
+	mux := http.NewServeMux()
+	mux.Handle("/api/", apiServer.Handler())
+	mux.Handle("/", boot.Handler())
+	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
+	if err != nil {
+		return fmt.Errorf("http: %w (is another server on %s? choose another with --http)", err, cfg.HTTP.Listen)
+	}
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	if cfg.TFTP.Enabled {
+		tftpServer, err := tftp.New(tftp.Config{
+			Listen:     cfg.TFTP.Listen,
+			Binaries:   ipxe.Embedded(),
+			Assets:     func() fs.FS { return watcher.Current().Assets() },
+			Log:        log.With("component", "tftp"),
+			Registerer: reg,
+		})
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return tftpServer.Run(gctx) })
+	}
+	log.Info("bootfleet serving", "http", ln.Addr().String(), "profiles", name, "groups", len(initial.Set.Groups),
+		"dhcp", cfg.DHCP.Mode, "tftp", cfg.TFTP.Enabled, "etcd", strings.Join(endpoints, ","), "version", version)
+	g.Go(func() error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error { return watcher.Run(gctx) })
+	g.Go(func() error { return recorder.Run(gctx) })
+	g.Go(func() error { return nodeCache.Run(gctx) })
+	if embedded != nil {
+		g.Go(func() error {
+			select {
+			case err := <-embedded.Err():
+				return fmt.Errorf("embedded etcd: %w", err)
+			case <-gctx.Done():
+				return nil
+			}
+		})
+	}
+	g.Go(func() error {
+		<-gctx.Done()
+		log.Info("shutting down")
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		err := srv.Shutdown(shutdownCtx)
+		_ = recorder.Flush(shutdownCtx)
+		return err
+	})
+	return g.Wait()
+}
+
+// serverID names this server in events and leases: the hostname and the
+// HTTP address.
+func serverID(cfg Config) string {
+	host, _ := os.Hostname()
+	if cfg.HTTP.PublicURL != "" {
+		return host + " " + cfg.HTTP.PublicURL
+	}
+	return host + " " + cfg.HTTP.Listen
+}
+
+// bootObservation turns an HTTP boot event into a registry observation,
+// moving the node along its states.
+func bootObservation(e httpboot.Event) registry.Observation {
+	o := registry.Observation{
+		MAC:      e.MAC,
+		IP:       e.IP,
+		Arch:     e.Arch,
+		Firmware: e.Firmware,
+		UUID:     e.UUID,
+		Group:    e.Group,
+		Profile:  e.Profile,
+		Event:    registry.Event{Time: e.Time, Event: e.Kind, Detail: e.Detail},
+	}
+	switch e.Kind {
+	case "ipxe", "grub":
+		o.State = registry.StateBooting
+	case "ignition", "cloud-config":
+		o.State = registry.StateProvisioned
+	}
+	return o
+}
+
+// ensureAdminToken creates <dataDir>/admin.token (mode 0600) when missing
+// and returns the token.
+func ensureAdminToken(dataDir string) (string, error) {
+	path := filepath.Join(dataDir, "admin.token")
+	data, err := os.ReadFile(path)
+	if err == nil {
+		return strings.TrimSpace(string(data)), nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("admin token: %w", err)
+	}
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("admin token: %w", err)
+	}
+	token := hex.EncodeToString(b[:])
+	if err := os.WriteFile(path, []byte(token+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("admin token: %w", err)
+	}
+	return token, nil
+}
