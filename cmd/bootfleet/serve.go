@@ -251,7 +251,21 @@ func serve(ctx context.Context, cfg Config, profilesExplicit bool, stderr io.Wri
 			n, _ := nodeCache.Get(mac)
 			return n.Labels
 		},
-		OnEvent: func(e httpboot.Event) { recorder.Record(bootObservation(e)) },
+		NextBoot: func(mac string) string {
+			n, _ := nodeCache.Get(mac)
+			return n.NextBoot
+		},
+		ClearNextBoot: func(mac string) {
+			go func() {
+				cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				defer cancel()
+				if _, err := inventory.SetNextBoot(cctx, mac, ""); err != nil {
+					log.Warn("clearing next boot failed", "mac", mac, "error", err)
+				}
+			}()
+		},
+		OnEvent:  func(e httpboot.Event) { recorder.Record(bootObservation(e)) },
+		Binaries: ipxe.Embedded(),
 	}, initial)
 	if err != nil {
 		return err
