@@ -69,6 +69,18 @@ func TestNodesInventory(t *testing.T) {
 		return strings.Contains(body, "bootfleet.role=rack-b-worker")
 	})
 
+	// Next boot: the rescue profile once, then back to the matched one.
+	cli("nodes", "next-boot", mac, "debian-cloud")
+	waitFor(t, "the next boot to be served", func() bool {
+		_, body := get(t, s.URL+"/ipxe?mac="+mac)
+		return strings.Contains(body, "profile=debian-cloud")
+	})
+	curl(t, "-f", s.URL+"/cloud-config?mac="+mac)
+	waitFor(t, "the next boot to be used up", func() bool {
+		_, body := get(t, s.URL+"/ipxe?mac="+mac)
+		return strings.Contains(body, "profile=flatcar-worker")
+	})
+
 	// Without the token the API refuses.
 	if _, stderr, code := runEnv(t, []string{"BOOTFLEET_TOKEN=wrong"}, "nodes", "list", "--server", s.URL, "--data-dir", t.TempDir()); code == 0 || !strings.Contains(stderr, "admin token required") {
 		t.Errorf("nodes list with a wrong token: exit %d %q", code, stderr)
