@@ -115,12 +115,18 @@ func (s *Server) nodeHandler(endpoint string, h func(w http.ResponseWriter, r *h
 			return
 		}
 		status, err := h(w, r, n)
-		log := s.log.With("endpoint", endpoint, "mac", n.facts.MAC, "group", n.match.Group.Name, "profile", n.match.Profile.Name, "status", status, "duration", time.Since(start))
+		level := slog.LevelInfo
 		if err != nil {
-			log.Warn("boot request failed", "error", err)
+			level = slog.LevelWarn
 			http.Error(w, err.Error(), status)
-			return
 		}
-		log.Log(r.Context(), slog.LevelInfo, "boot request")
+		if s.log.Enabled(r.Context(), level) { // skip building attributes nobody reads
+			attrs := []any{"endpoint", endpoint, "mac", n.facts.MAC, "group", n.match.Group.Name,
+				"profile", n.match.Profile.Name, "status", status, "duration", time.Since(start)}
+			if err != nil {
+				attrs = append(attrs, "error", err)
+			}
+			s.log.Log(r.Context(), level, "boot request", attrs...)
+		}
 	})
 }
