@@ -68,5 +68,5 @@ cat <<MD
 | bootfleet \`/ignition?mac=\` (1000 MACs, cache warm) | ${bf[0]}, ${bf[1]} | $bfm |
 
 Ratio bootfleet / nginx: **$ratio** (target ≥ 0.80). ${non2xx:-No non-2xx answers.}
-Command: \`wrk -t2 -c50 -d$DUR\` on loopback, runs alternating nginx, bootfleet.
+Command: \`wrk -t2 -c50 -d$DUR\` on loopback, runs alternating nginx, bootfleet; bootfleet with \`--log-level warn\` (one log line per boot request at the default info level costs more), nginx with access_log off.
 MD
