@@ -63,6 +63,12 @@ type EtcdConfig struct {
 	Endpoints    []string `yaml:"endpoints"`
 	ListenClient string   `yaml:"listen_client"`
 	ListenPeer   string   `yaml:"listen_peer"`
+	// For an external cluster: user/password and TLS client certificates.
+	Username string `yaml:"username"`
+	Password string `yaml:"password"`
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	CAFile   string `yaml:"ca_file"`
 }
 
 // FleetConfig configures scheduling.
@@ -176,6 +182,9 @@ func (c *Config) Validate() error {
 		if u, err := url.Parse(e); err != nil || u.Host == "" {
 			bad("etcd.endpoints[%d] %q: want a URL such as http://10.0.0.5:2379", i, e)
 		}
+	}
+	if (c.Etcd.CertFile == "") != (c.Etcd.KeyFile == "") {
+		bad("etcd.cert_file and etcd.key_file: give both or neither")
 	}
 	if c.Fleet.NodeTTL < time.Second {
 		bad("fleet.node_ttl %s: want at least 1s", c.Fleet.NodeTTL)

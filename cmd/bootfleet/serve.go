@@ -13,7 +13,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,6 +24,7 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/sync/errgroup"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
@@ -96,6 +99,11 @@ func bindServeFlags(f *pflag.FlagSet, c *Config) map[string]func(dst, src *Confi
 	f.StringSliceVar(&c.Etcd.Endpoints, "etcd-endpoints", c.Etcd.Endpoints, "external etcd endpoints (default: embedded etcd)")
 	f.StringVar(&c.Etcd.ListenClient, "etcd-listen-client", c.Etcd.ListenClient, "embedded etcd client URL")
 	f.StringVar(&c.Etcd.ListenPeer, "etcd-listen-peer", c.Etcd.ListenPeer, "embedded etcd peer URL")
+	f.StringVar(&c.Etcd.Username, "etcd-username", c.Etcd.Username, "external etcd user")
+	f.StringVar(&c.Etcd.Password, "etcd-password", c.Etcd.Password, "external etcd password (better: BOOTFLEET_ETCD_PASSWORD)")
+	f.StringVar(&c.Etcd.CertFile, "etcd-cert", c.Etcd.CertFile, "TLS client certificate for etcd")
+	f.StringVar(&c.Etcd.KeyFile, "etcd-key", c.Etcd.KeyFile, "TLS client key for etcd")
+	f.StringVar(&c.Etcd.CAFile, "etcd-ca", c.Etcd.CAFile, "CA that signed etcd's server certificate")
 	f.DurationVar(&c.Fleet.NodeTTL, "node-ttl", c.Fleet.NodeTTL, "time without heartbeat before a node is lost")
 	return map[string]func(dst, src *Config){
 		"data-dir":              func(d, s *Config) { d.DataDir = s.DataDir },
@@ -117,6 +125,11 @@ func bindServeFlags(f *pflag.FlagSet, c *Config) map[string]func(dst, src *Confi
 		"etcd-endpoints":        func(d, s *Config) { d.Etcd.Endpoints = s.Etcd.Endpoints },
 		"etcd-listen-client":    func(d, s *Config) { d.Etcd.ListenClient = s.Etcd.ListenClient },
 		"etcd-listen-peer":      func(d, s *Config) { d.Etcd.ListenPeer = s.Etcd.ListenPeer },
+		"etcd-username":         func(d, s *Config) { d.Etcd.Username = s.Etcd.Username },
+		"etcd-password":         func(d, s *Config) { d.Etcd.Password = s.Etcd.Password },
+		"etcd-cert":             func(d, s *Config) { d.Etcd.CertFile = s.Etcd.CertFile },
+		"etcd-key":              func(d, s *Config) { d.Etcd.KeyFile = s.Etcd.KeyFile },
+		"etcd-ca":               func(d, s *Config) { d.Etcd.CAFile = s.Etcd.CAFile },
 		"node-ttl":              func(d, s *Config) { d.Fleet.NodeTTL = s.Fleet.NodeTTL },
 	}
 }
@@ -170,7 +183,7 @@ func serve(ctx context.Context, cfg Config, profilesExplicit bool, stderr io.Wri
 		if err != nil {
 			return err
 		}
-		for _, w := range set.Warnings {
+		for _, w := range slices.Concat(set.Warnings, r.Warnings) {
 			log.Warn("profiles", "warning", w.Error())
 		}
 		snap := httpboot.Snapshot{Set: set, Renderer: r}
@@ -213,7 +226,15 @@ func serve(ctx context.Context, cfg Config, profilesExplicit bool, stderr io.Wri
 		defer embedded.Close()
 		endpoints = embedded.Endpoints()
 	}
-	etcdClient, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	etcdConfig := clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop(),
+		Username: cfg.Etcd.Username, Password: cfg.Etcd.Password}
+	if cfg.Etcd.CertFile != "" || cfg.Etcd.CAFile != "" {
+		tlsInfo := transport.TLSInfo{CertFile: cfg.Etcd.CertFile, KeyFile: cfg.Etcd.KeyFile, TrustedCAFile: cfg.Etcd.CAFile}
+		if etcdConfig.TLS, err = tlsInfo.ClientConfig(); err != nil {
+			return fmt.Errorf("etcd TLS: %w", err)
+		}
+	}
+	etcdClient, err := clientv3.New(etcdConfig)
 	if err != nil {
 		return fmt.Errorf("etcd %s: %w", strings.Join(endpoints, ","), err)
 	}
@@ -230,6 +251,7 @@ func serve(ctx context.Context, cfg Config, profilesExplicit bool, stderr io.Wri
 		return err
 	}
 	recorder := registry.NewRecorder(inventory, 0)
+	var etcdHealth atomic.Pointer[error] // nil while etcd answers
 	nodeCache := registry.NewCache(inventory)
 	apiServer, err := api.New(api.Config{Registry: inventory, AdminToken: token, Log: log})
 	if err != nil {
@@ -241,11 +263,14 @@ func serve(ctx context.Context, cfg Config, profilesExplicit bool, stderr io.Wri
 		Log:       log,
 		Metrics:   reg,
 		Health: func() error {
-			loaded, lastErr := watcher.Status()
-			if lastErr != nil {
-				return fmt.Errorf("profiles: last reload failed, still serving the set loaded at %s:\n%v", loaded.Format(time.RFC3339), lastErr)
+			var problems []error
+			if loaded, lastErr := watcher.Status(); lastErr != nil {
+				problems = append(problems, fmt.Errorf("profiles: last reload failed, still serving the set loaded at %s:\n%v", loaded.Format(time.RFC3339), lastErr))
 			}
-			return nil
+			if err := etcdHealth.Load(); err != nil {
+				problems = append(problems, fmt.Errorf("etcd: %v (boot files are still served; the inventory catches up when etcd is back)", *err))
+			}
+			return errors.Join(problems...)
 		},
 		Labels: func(mac string) map[string]string {
 			n, _ := nodeCache.Get(mac)
@@ -310,6 +335,7 @@ func serve(ctx context.Context, cfg Config, profilesExplicit bool, stderr io.Wri
 	g.Go(func() error { return watcher.Run(gctx) })
 	g.Go(func() error { return recorder.Run(gctx) })
 	g.Go(func() error { return nodeCache.Run(gctx) })
+	g.Go(func() error { probeEtcd(gctx, etcdClient, &etcdHealth, log); return nil })
 	if embedded != nil {
 		g.Go(func() error {
 			select {
@@ -330,6 +356,36 @@ func serve(ctx context.Context, cfg Config, profilesExplicit bool, stderr io.Wri
 		return err
 	})
 	return g.Wait()
+}
+
+// probeEtcd checks every two seconds that etcd answers, for /healthz.
+func probeEtcd(ctx context.Context, cli *clientv3.Client, health *atomic.Pointer[error], log *slog.Logger) {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
+		_, err := cli.Get(pctx, "/bootfleet/health", clientv3.WithCountOnly())
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		was := health.Load()
+		switch {
+		case err != nil && was == nil:
+			log.Error("etcd unreachable; serving boot files from memory until it is back", "error", err)
+			health.Store(&err)
+		case err != nil:
+			health.Store(&err)
+		case was != nil:
+			log.Info("etcd reachable again")
+			health.Store(nil)
+		}
+	}
 }
 
 // serverID names this server in events and leases: the hostname and the

@@ -24,12 +24,12 @@ and exits 1 when there is any; warnings are printed but do not fail.`,
 			if err != nil {
 				return err
 			}
-			set, _, err := loadChecked(fsys, name)
+			set, r, err := loadChecked(fsys, name)
 			if err != nil {
 				printErrors(cmd.ErrOrStderr(), err)
 				return exitError{1}
 			}
-			for _, w := range set.Warnings {
+			for _, w := range append(set.Warnings, r.Warnings...) {
 				fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s\n", w)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: valid (%d groups, %d profiles, %d Ignition and %d cloud-config templates)\n",
