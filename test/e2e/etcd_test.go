@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -84,4 +86,41 @@ func TestExternalEtcd(t *testing.T) {
 		out, _, code := run(t, append([]string{"nodes", "show", "52:54:00:cc:00:02", "-o", "json"}, cliArgs...)...)
 		return code == 0 && strings.Contains(out, `"booting"`)
 	})
+}
+
+// TestKill9KeepsInventory: nodes recorded before a kill -9 are all there
+// after a restart on the same data dir.
+func TestKill9KeepsInventory(t *testing.T) {
+	dataDir, addr, client, peer := t.TempDir(), freePort(t), "http://"+freePort(t), "http://"+freePort(t)
+	s := startServerIn(t, dataDir, addr, client, peer, "--profiles", exampleDir())
+	const n = 30
+	for i := range n {
+		curl(t, "-f", "-o", "/dev/null", fmt.Sprintf("%s/ipxe?mac=52:54:00:dd:00:%02x", s.URL, i))
+	}
+	list := func() []map[string]any {
+		out, _, code := run(t, "nodes", "list", "-o", "json", "--server", s.URL, "--data-dir", dataDir)
+		var nodes []map[string]any
+		if code != 0 || json.Unmarshal([]byte(out), &nodes) != nil {
+			return nil
+		}
+		return nodes
+	}
+	waitFor(t, "every node recorded", func() bool { return len(list()) == n })
+	before := list()
+
+	if err := s.cmd.Process.Kill(); err != nil { // SIGKILL: no shutdown path runs
+		t.Fatal(err)
+	}
+	<-s.done
+	s.done <- nil
+	s = startServerIn(t, dataDir, addr, client, peer, "--profiles", exampleDir())
+	after := list()
+	if len(after) != n {
+		t.Fatalf("after kill -9 and restart: %d nodes, want %d", len(after), n)
+	}
+	for i := range before {
+		if before[i]["mac"] != after[i]["mac"] || before[i]["state"] != after[i]["state"] {
+			t.Errorf("node %d changed: %v → %v", i, before[i], after[i])
+		}
+	}
 }

@@ -92,10 +92,15 @@ func (b *syncBuffer) String() string {
 // waits until /healthz answers. The process is killed at cleanup.
 func startServer(t *testing.T, args ...string) *server {
 	t.Helper()
-	addr := freePort(t)
-	dataDir := t.TempDir()
+	return startServerIn(t, t.TempDir(), freePort(t), "http://"+freePort(t), "http://"+freePort(t), args...)
+}
+
+// startServerIn is startServer with a given data dir, HTTP address and
+// embedded etcd URLs, so that a test can restart a server where it was.
+func startServerIn(t *testing.T, dataDir, addr, etcdClient, etcdPeer string, args ...string) *server {
+	t.Helper()
 	full := append([]string{"serve", "--http", addr, "--data-dir", dataDir, "--tftp=false",
-		"--etcd-listen-client", "http://" + freePort(t), "--etcd-listen-peer", "http://" + freePort(t)}, args...)
+		"--etcd-listen-client", etcdClient, "--etcd-listen-peer", etcdPeer}, args...)
 	cmd := exec.Command(bootfleet(t), full...)
 	s := &server{URL: "http://" + addr, DataDir: dataDir, cmd: cmd, stderr: &syncBuffer{}, done: make(chan error, 1)}
 	cmd.Stderr = s.stderr
