@@ -127,6 +127,11 @@ func TestScriptsGolden(t *testing.T) {
 			if resp.StatusCode != 200 {
 				t.Fatalf("%d: %s", resp.StatusCode, body)
 			}
+			if strings.HasSuffix(tc.name, ".ign.json") {
+				if err := ignition.Validate([]byte(body)); err != nil {
+					t.Fatalf("served Ignition does not parse: %v", err)
+				}
+			}
 			golden(t, tc.name, body)
 		})
 	}
