@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bootfleet/bootfleet/dhcp"
 	"github.com/bootfleet/bootfleet/profiles"
 	"github.com/bootfleet/bootfleet/registry"
 )
@@ -23,13 +24,16 @@ type Config struct {
 	Registry   *registry.Registry
 	AdminToken string
 	Log        *slog.Logger
+	// Leases lists the DHCP leases of this server (nil: no DHCP).
+	Leases func() []dhcp.Lease
 }
 
 // Server serves /api/v1.
 type Server struct {
-	reg   *registry.Registry
-	token string
-	log   *slog.Logger
+	reg    *registry.Registry
+	token  string
+	log    *slog.Logger
+	leases func() []dhcp.Lease
 }
 
 // New returns the API server.
@@ -44,7 +48,11 @@ func New(cfg Config) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{reg: cfg.Registry, token: cfg.AdminToken, log: log}, nil
+	leases := cfg.Leases
+	if leases == nil {
+		leases = func() []dhcp.Lease { return []dhcp.Lease{} }
+	}
+	return &Server{reg: cfg.Registry, token: cfg.AdminToken, log: log, leases: leases}, nil
 }
 
 // Handler returns the /api/v1 routes.
@@ -55,6 +63,13 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("DELETE /api/v1/nodes/{mac}", s.admin(s.forgetNode))
 	mux.HandleFunc("PATCH /api/v1/nodes/{mac}/labels", s.admin(s.labelNode))
 	mux.HandleFunc("PUT /api/v1/nodes/{mac}/next-boot", s.admin(s.nextBoot))
+	mux.HandleFunc("GET /api/v1/leases", s.admin(func(w http.ResponseWriter, r *http.Request) {
+		l := s.leases()
+		if l == nil {
+			l = []dhcp.Lease{}
+		}
+		writeJSON(w, http.StatusOK, l)
+	}))
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Errorf("no such API call: %s %s", r.Method, r.URL.Path))
 	})

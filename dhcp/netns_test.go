@@ -4,84 +4,36 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
-	"encoding/hex"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/bootfleet/bootfleet/internal/netnstest"
 )
 
-// netPair is a server and a client network namespace joined by a veth
-// pair; the server end has 10.77.9.1/24. Everything is removed at cleanup.
+// netPair adds the DHCP test's servers and clients to a namespace pair.
 type netPair struct {
+	*netnstest.Pair
 	server, client string
 	srvIf, cliIf   string
 }
 
 func newNetPair(t *testing.T) *netPair {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create network namespaces (CI runs as root)")
+	if _, err := exec.LookPath("busybox"); err != nil {
+		t.Fatal("busybox is not installed: `make test` installs it")
 	}
-	for _, tool := range []string{"ip", "busybox"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is not installed: `make test` installs it", tool)
-		}
-	}
-	b := make([]byte, 3)
-	rand.Read(b)
-	id := hex.EncodeToString(b)
-	p := &netPair{server: "bf-ds-" + id, client: "bf-dc-" + id, srvIf: "bfs" + id, cliIf: "bfc" + id}
-	t.Cleanup(func() {
-		exec.Command("ip", "netns", "del", p.server).Run()
-		exec.Command("ip", "netns", "del", p.client).Run()
-	})
-	for _, args := range [][]string{
-		{"netns", "add", p.server},
-		{"netns", "add", p.client},
-		{"link", "add", p.srvIf, "netns", p.server, "type", "veth", "peer", "name", p.cliIf, "netns", p.client},
-		{"-n", p.server, "addr", "add", "10.77.9.1/24", "dev", p.srvIf},
-		{"-n", p.server, "link", "set", p.srvIf, "up"},
-		{"-n", p.server, "link", "set", "lo", "up"},
-		{"-n", p.client, "link", "set", p.cliIf, "up"},
-		{"-n", p.client, "link", "set", "lo", "up"},
-	} {
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
-	return p
+	p := netnstest.New(t, "10.77.9.1/24")
+	return &netPair{Pair: p, server: p.Server, client: p.Client, srvIf: p.ServerIf, cliIf: p.ClientIf}
 }
 
-// inNetns runs f with the calling thread in the named namespace; sockets
-// made in f stay in that namespace.
-func inNetns(name string, f func() error) error {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		return err
-	}
-	defer orig.Close()
-	target, err := os.Open("/run/netns/" + name)
-	if err != nil {
-		return err
-	}
-	defer target.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		return err
-	}
-	defer unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET)
-	return f()
-}
+var inNetns = netnstest.In
 
 func (p *netPair) startServer(t *testing.T, cfg Config, storePath string) (*Server, func()) {
 	t.Helper()

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -29,6 +30,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/bootfleet/bootfleet/api"
+	"github.com/bootfleet/bootfleet/dhcp"
 	"github.com/bootfleet/bootfleet/httpboot"
 	"github.com/bootfleet/bootfleet/ignition"
 	"github.com/bootfleet/bootfleet/ipxe"
@@ -145,9 +147,6 @@ func newLogger(level string, w *os.File) *slog.Logger {
 // handler; API; TFTP; all on one errgroup until ctx ends.
 func serve(ctx context.Context, cfg Config, profilesExplicit bool, stderr io.Writer) error {
 	log := newLogger(cfg.LogLevel, os.Stderr)
-	if cfg.DHCP.Mode != "off" {
-		return fmt.Errorf("dhcp mode %q: DHCP is not wired into serve yet; run with --dhcp off and point your network's DHCP server's iPXE clients at /boot.ipxe", cfg.DHCP.Mode)
-	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir %s: %w (choose another with --data-dir)", cfg.DataDir, err)
 	}
@@ -253,10 +252,6 @@ func serve(ctx context.Context, cfg Config, profilesExplicit bool, stderr io.Wri
 	recorder := registry.NewRecorder(inventory, 0)
 	var etcdHealth atomic.Pointer[error] // nil while etcd answers
 	nodeCache := registry.NewCache(inventory)
-	apiServer, err := api.New(api.Config{Registry: inventory, AdminToken: token, Log: log})
-	if err != nil {
-		return err
-	}
 
 	boot, err = httpboot.New(httpboot.Config{
 		PublicURL: cfg.HTTP.PublicURL,
@@ -296,6 +291,16 @@ func serve(ctx context.Context, cfg Config, profilesExplicit bool, stderr io.Wri
 		return err
 	}
 
+	var dhcpServer *dhcp.Server // set below when DHCP is on; read by the API after start
+	apiServer, err := api.New(api.Config{Registry: inventory, AdminToken: token, Log: log, Leases: func() []dhcp.Lease {
+		if dhcpServer == nil {
+			return []dhcp.Lease{}
+		}
+		return dhcpServer.Leases()
+	}})
+	if err != nil {
+		return err
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/api/", apiServer.Handler())
 	mux.Handle("/", boot.Handler())
@@ -311,6 +316,16 @@ func serve(ctx context.Context, cfg Config, profilesExplicit bool, stderr io.Wri
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
+	if cfg.DHCP.Mode != "off" {
+		dhcpServer, err = newDHCP(cfg, reg, log, func(e dhcp.Event) { recorder.Record(dhcpObservation(e)) })
+		if err != nil {
+			return err
+		}
+		if err := dhcpServer.Listen(); err != nil {
+			return err
+		}
+		g.Go(func() error { return dhcpServer.Run(gctx) })
+	}
 	if cfg.TFTP.Enabled {
 		tftpServer, err := tftp.New(tftp.Config{
 			Listen:     cfg.TFTP.Listen,
@@ -386,6 +401,88 @@ func probeEtcd(ctx context.Context, cli *clientv3.Client, health *atomic.Pointer
 			health.Store(nil)
 		}
 	}
+}
+
+// newDHCP builds the DHCP server from the config: the interface's own
+// address and subnet, boot URLs on this server, leases in the data dir.
+func newDHCP(cfg Config, reg prometheus.Registerer, log *slog.Logger, onEvent func(dhcp.Event)) (*dhcp.Server, error) {
+	ifi, err := net.InterfaceByName(cfg.DHCP.Interface)
+	if err != nil {
+		return nil, fmt.Errorf("dhcp: interface %q: %w (list interfaces with `ip link`)", cfg.DHCP.Interface, err)
+	}
+	addrs, err := ifi.Addrs()
+	if err != nil {
+		return nil, fmt.Errorf("dhcp: interface %s: %w", ifi.Name, err)
+	}
+	var prefix netip.Prefix
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil {
+			ones, _ := ipn.Mask.Size()
+			ip, _ := netip.AddrFromSlice(ipn.IP.To4())
+			prefix = netip.PrefixFrom(ip, ones)
+			break
+		}
+	}
+	if !prefix.IsValid() {
+		return nil, fmt.Errorf("dhcp: interface %s has no IPv4 address; give it one (ip addr add 10.77.0.1/24 dev %s)", ifi.Name, ifi.Name)
+	}
+	base := cfg.HTTP.PublicURL
+	if base == "" {
+		_, port, _ := net.SplitHostPort(cfg.HTTP.Listen)
+		base = "http://" + net.JoinHostPort(prefix.Addr().String(), port)
+	}
+	dcfg := dhcp.Config{
+		Mode:      dhcp.Mode(cfg.DHCP.Mode),
+		Interface: ifi.Name,
+		ServerIP:  prefix.Addr(),
+		Subnet:    prefix.Masked(),
+		LeaseTime: cfg.DHCP.LeaseTime,
+		Domain:    cfg.DHCP.Domain,
+		Boot:      dhcp.BootConfig{IPXEScript: base + "/boot.ipxe", HTTPBase: base + "/ipxe/"},
+	}
+	dcfg.PoolStart, _ = netip.ParseAddr(cfg.DHCP.Pool.Start)
+	dcfg.PoolEnd, _ = netip.ParseAddr(cfg.DHCP.Pool.End)
+	dcfg.Router, _ = netip.ParseAddr(cfg.DHCP.Router)
+	for _, d := range cfg.DHCP.DNS {
+		a, _ := netip.ParseAddr(d)
+		dcfg.DNS = append(dcfg.DNS, a)
+	}
+	var store dhcp.LeaseStore
+	if dcfg.Mode == dhcp.ModeFull {
+		fs, err := dhcp.OpenFileStore(filepath.Join(cfg.DataDir, "dhcp-leases.jsonl"))
+		if err != nil {
+			return nil, err
+		}
+		store = fs
+	}
+	return dhcp.New(dcfg, dhcp.Options{Store: store, Log: log.With("component", "dhcp"), Metrics: reg, OnEvent: onEvent, ServerName: serverID(cfg)})
+}
+
+// dhcpObservation turns a DHCP exchange into a registry observation: a
+// DISCOVER starts a boot over, so the node is "discovered" again.
+func dhcpObservation(e dhcp.Event) registry.Observation {
+	o := registry.Observation{
+		MAC:         e.MAC,
+		Arch:        e.Arch,
+		Firmware:    e.Firmware,
+		UUID:        e.UUID,
+		VendorClass: e.VendorClass,
+		UserClass:   e.UserClass,
+		Event:       registry.Event{Time: e.Time, Event: "dhcp." + e.Type},
+	}
+	switch e.Type {
+	case "discover":
+		o.State = registry.StateDiscovered
+	case "ack":
+		o.IP = e.IP.String()
+	}
+	if e.IP.IsValid() {
+		o.Event.Detail = e.IP.String()
+	}
+	if e.BootFile != "" {
+		o.Event.Detail = strings.TrimSpace(o.Event.Detail + " boot " + e.BootFile)
+	}
+	return o
 }
 
 // serverID names this server in events and leases: the hostname and the

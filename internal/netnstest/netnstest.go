@@ -1,0 +1,87 @@
+// Package netnstest makes network namespaces for tests: a server and a
+// client namespace joined by a veth pair, removed when the test ends. All
+// test traffic stays inside them.
+package netnstest
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// Pair is a server and a client namespace joined by a veth pair. The server
+// end has ServerCIDR; the client end has no address.
+type Pair struct {
+	Server, Client string // namespace names
+	ServerIf       string // veth end in Server
+	ClientIf       string // veth end in Client
+	ServerCIDR     string // e.g. 10.77.9.1/24
+}
+
+// New creates the pair with the server end at serverCIDR. It skips the test
+// when not root (CI runs as root) and fails when ip is missing.
+func New(t testing.TB, serverCIDR string) *Pair {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create network namespaces (CI runs as root)")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Fatal("ip is not installed: `make test` installs iproute2")
+	}
+	b := make([]byte, 3)
+	rand.Read(b)
+	id := hex.EncodeToString(b)
+	p := &Pair{Server: "bf-s-" + id, Client: "bf-c-" + id, ServerIf: "bfs" + id, ClientIf: "bfc" + id, ServerCIDR: serverCIDR}
+	t.Cleanup(func() {
+		exec.Command("ip", "netns", "del", p.Server).Run()
+		exec.Command("ip", "netns", "del", p.Client).Run()
+	})
+	for _, args := range [][]string{
+		{"netns", "add", p.Server},
+		{"netns", "add", p.Client},
+		{"link", "add", p.ServerIf, "netns", p.Server, "type", "veth", "peer", "name", p.ClientIf, "netns", p.Client},
+		{"-n", p.Server, "addr", "add", serverCIDR, "dev", p.ServerIf},
+		{"-n", p.Server, "link", "set", p.ServerIf, "up"},
+		{"-n", p.Server, "link", "set", "lo", "up"},
+		{"-n", p.Client, "link", "set", p.ClientIf, "up"},
+		{"-n", p.Client, "link", "set", "lo", "up"},
+	} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	return p
+}
+
+// In runs f with the calling thread in the named namespace; sockets made in
+// f stay in that namespace.
+func In(name string, f func() error) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		return err
+	}
+	defer orig.Close()
+	target, err := os.Open("/run/netns/" + name)
+	if err != nil {
+		return err
+	}
+	defer target.Close()
+	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+		return err
+	}
+	defer unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET)
+	return f()
+}
+
+// Command returns a command run inside namespace ns.
+func Command(ns string, name string, args ...string) *exec.Cmd {
+	return exec.Command("ip", append([]string{"netns", "exec", ns, name}, args...)...)
+}
