@@ -1,0 +1,155 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bootfleet/bootfleet/internal/netnstest"
+)
+
+// TestDHCPBootPath runs `bootfleet serve --dhcp full` inside a server
+// namespace and plays a machine in the client namespace with real clients:
+// busybox udhcpc as iPXE (user class iPXE) gets an address and the script
+// URL, curl fetches the script and the Ignition config over the veth, and
+// the lease and the whole timeline are visible with the CLI.
+func TestDHCPBootPath(t *testing.T) {
+	if _, err := exec.LookPath("busybox"); err != nil {
+		t.Fatal("busybox is not installed: `make test` installs it")
+	}
+	p := netnstest.New(t, "10.77.8.1/24")
+	dataDir := t.TempDir()
+	serverURL := "http://10.77.8.1:8080"
+	srv := netnstest.Command(p.Server, bootfleet(t), "serve", "--profiles", exampleDir(), "--data-dir", dataDir,
+		"--http", "10.77.8.1:8080", "--tftp=false", "--dhcp", "full", "--interface", p.ServerIf,
+		"--dhcp-pool-start", "10.77.8.100", "--dhcp-pool-end", "10.77.8.150", "--dhcp-router", "10.77.8.1", "--dhcp-dns", "10.77.8.1",
+		"--etcd-listen-client", "http://127.0.0.1:2379", "--etcd-listen-peer", "http://127.0.0.1:2380")
+	var log syncBuffer
+	srv.Stdout, srv.Stderr = &log, &log
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { srv.Wait(); close(done) }()
+	t.Cleanup(func() {
+		srv.Process.Kill()
+		<-done
+		if t.Failed() {
+			t.Logf("server log:\n%s", log.String())
+		}
+	})
+	inServer := func(name string, args ...string) (string, error) {
+		out, err := netnstest.Command(p.Server, name, args...).CombinedOutput()
+		return string(out), err
+	}
+	waitFor(t, "serve in the namespace", func() bool {
+		_, err := inServer("curl", "-sf", "--max-time", "2", serverURL+"/healthz")
+		return err == nil
+	})
+
+	// The machine: iPXE asking for an address (iPXE's raw user class).
+	dir := t.TempDir()
+	script, envFile := filepath.Join(dir, "script"), filepath.Join(dir, "env")
+	os.WriteFile(script, []byte("#!/bin/sh\ncase \"$1\" in bound) env > "+envFile+"; ip addr add \"$ip/$mask\" dev \"$interface\" ;; esac\nexit 0\n"), 0o755)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", p.Client, "busybox", "udhcpc", "-i", p.ClientIf, "-f", "-q", "-n", "-t", "5", "-T", "1",
+		"-s", script, "-V", "PXEClient:Arch:00000:UNDI:002001", "-x", "0x4d:69505845", "-x", "0x5d:0000").CombinedOutput()
+	if err != nil {
+		t.Fatalf("udhcpc: %v\n%s", err, out)
+	}
+	env := readEnv(t, envFile)
+	if env["boot_file"] != serverURL+"/boot.ipxe" || !strings.HasPrefix(env["ip"], "10.77.8.1") || env["router"] != "10.77.8.1" {
+		t.Fatalf("lease for iPXE: %v", env)
+	}
+	mac := macOf(t, p.Client, p.ClientIf)
+
+	// The machine follows its boot file over the veth, as iPXE would.
+	inClient := func(args ...string) string {
+		out, err := netnstest.Command(p.Client, "curl", append([]string{"-sSf", "--max-time", "5"}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("curl in the client namespace %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	if s := inClient(env["boot_file"]); !strings.Contains(s, "#!ipxe") {
+		t.Fatalf("boot file: %s", s)
+	}
+	if s := inClient(serverURL + "/ipxe?mac=" + mac + "&arch=x86_64&firmware=bios"); !strings.Contains(s, "kernel ") {
+		t.Fatalf("ipxe script: %s", s)
+	}
+	inClient("-o", "/dev/null", serverURL+"/ignition?mac="+mac)
+
+	// The lease, from the CLI, in the contract's JSON shape.
+	cli := []string{"--server", serverURL, "--data-dir", dataDir}
+	leasesOut, err := inServer(bootfleet(t), append([]string{"leases", "-o", "json"}, cli...)...)
+	if err != nil {
+		t.Fatalf("leases: %v\n%s", err, leasesOut)
+	}
+	var leases []map[string]any
+	if err := json.Unmarshal([]byte(leasesOut), &leases); err != nil || len(leases) != 1 {
+		t.Fatalf("leases -o json: %v\n%s", err, leasesOut)
+	}
+	for _, k := range []string{"mac", "ip", "state", "expires", "server"} {
+		if _, ok := leases[0][k]; !ok {
+			t.Errorf("lease lacks %q: %v", k, leases[0])
+		}
+	}
+	if leases[0]["mac"] != mac || leases[0]["ip"] != env["ip"] || leases[0]["state"] != "bound" {
+		t.Errorf("lease %v, want %s %s bound", leases[0], mac, env["ip"])
+	}
+	if _, err := time.Parse(time.RFC3339, leases[0]["expires"].(string)); err != nil {
+		t.Errorf("expires is not RFC 3339: %v", leases[0]["expires"])
+	}
+
+	// The whole path on the node's timeline.
+	var node struct {
+		State    string
+		IP       string
+		Timeline []struct{ Event string }
+	}
+	waitFor(t, "the full timeline", func() bool {
+		out, err := inServer(bootfleet(t), append([]string{"nodes", "show", mac, "-o", "json"}, cli...)...)
+		return err == nil && json.Unmarshal([]byte(out), &node) == nil && node.State == "provisioned"
+	})
+	var events []string
+	for _, e := range node.Timeline {
+		events = append(events, e.Event)
+	}
+	want := "dhcp.discover dhcp.offer dhcp.request dhcp.ack ipxe ignition"
+	if strings.Join(events, " ") != want || node.IP != env["ip"] {
+		t.Errorf("timeline %v (ip %s), want %s (ip %s)", events, node.IP, want, env["ip"])
+	}
+}
+
+func readEnv(t *testing.T, path string) map[string]string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatalf("no lease: %v", err)
+	}
+	defer f.Close()
+	env := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), "="); ok {
+			env[k] = v
+		}
+	}
+	return env
+}
+
+func macOf(t *testing.T, ns, ifname string) string {
+	t.Helper()
+	out, err := netnstest.Command(ns, "cat", "/sys/class/net/"+ifname+"/address").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(out))
+}
