@@ -125,6 +125,9 @@ func New(cfg Config, opts Options) (*Server, error) {
 	return s, nil
 }
 
+// Subnet is the network the server answers for.
+func (s *Server) Subnet() netip.Prefix { return s.cfg.Subnet }
+
 // Leases returns the current leases (not offers), sorted by address.
 func (s *Server) Leases() []Lease {
 	if s.pool == nil {

@@ -325,6 +325,10 @@ func serve(ctx context.Context, cfg Config, profilesExplicit bool, stderr io.Wri
 			return err
 		}
 		g.Go(func() error { return dhcpServer.Run(gctx) })
+		if cfg.DHCP.Mode == "full" && cfg.DHCP.RouterAdvertisements {
+			ra := &dhcp.Advertiser{Interface: cfg.DHCP.Interface, Prefix: dhcp.ULAFor(dhcpServer.Subnet()), Log: log.With("component", "ra")}
+			g.Go(func() error { return ra.Run(gctx) })
+		}
 	}
 	if cfg.TFTP.Enabled {
 		tftpServer, err := tftp.New(tftp.Config{
