@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/bootfleet/bootfleet/internal/netnstest"
+	"github.com/bootfleet/bootfleet/ipxe"
 )
 
 // TestDHCPBootPath runs `bootfleet serve --dhcp full` inside a server
@@ -125,6 +127,28 @@ func TestDHCPBootPath(t *testing.T) {
 	want := "dhcp.discover dhcp.offer dhcp.request dhcp.ack ipxe ignition"
 	if strings.Join(events, " ") != want || node.IP != env["ip"] {
 		t.Errorf("timeline %v (ip %s), want %s (ip %s)", events, node.IP, want, env["ip"])
+	}
+
+	// A UEFI HTTP boot client gets an http URL and vendor class HTTPClient,
+	// and that URL gives the embedded iPXE EFI binary.
+	os.Remove(envFile)
+	out, err = exec.CommandContext(ctx, "ip", "netns", "exec", p.Client, "busybox", "udhcpc", "-i", p.ClientIf, "-f", "-q", "-n", "-t", "5", "-T", "1",
+		"-s", script, "-V", "HTTPClient:Arch:00016:UNDI:003001", "-x", "0x5d:0010").CombinedOutput()
+	if err != nil {
+		t.Fatalf("udhcpc as HTTPClient: %v\n%s", err, out)
+	}
+	httpEnv := readEnv(t, envFile)
+	if httpEnv["boot_file"] != serverURL+"/ipxe/ipxe.efi" {
+		t.Fatalf("HTTPClient boot file %q", httpEnv["boot_file"])
+	}
+	efi := inClient(httpEnv["boot_file"])
+	rs, size, _, err := ipxe.Embedded().Open("ipxe.efi")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantEFI, _ := io.ReadAll(rs)
+	if int64(len(efi)) != size || efi != string(wantEFI) {
+		t.Errorf("HTTP boot download: %d bytes, want the embedded %d", len(efi), size)
 	}
 }
 
