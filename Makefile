@@ -9,7 +9,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
 # Debian packages the tests drive as real peers.
-TEST_PACKAGES := curl ca-certificates atftp tftp-hpa busybox isc-dhcp-client iproute2 ndisc6
+TEST_PACKAGES := curl ca-certificates atftp tftp-hpa busybox isc-dhcp-client iproute2 ndisc6 dnsmasq-base
 # Debian packages `make run` needs.
 RUN_PACKAGES := curl ca-certificates
 

@@ -85,3 +85,56 @@ func In(name string, f func() error) error {
 func Command(ns string, name string, args ...string) *exec.Cmd {
 	return exec.Command("ip", append([]string{"netns", "exec", ns, name}, args...)...)
 }
+
+// LAN is a bridge in its own namespace with hosts attached, each host a
+// namespace with one veth end (named "eth0") on the bridge.
+type LAN struct {
+	Bridge string // namespace holding the bridge br0
+	Hosts  map[string]string
+}
+
+// NewLAN creates a bridged segment and one namespace per host, giving each
+// the address in hosts (empty for none). Everything is removed at cleanup.
+func NewLAN(t testing.TB, hosts map[string]string) *LAN {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create network namespaces (CI runs as root)")
+	}
+	b := make([]byte, 3)
+	rand.Read(b)
+	id := hex.EncodeToString(b)
+	l := &LAN{Bridge: "bf-br-" + id, Hosts: map[string]string{}}
+	var names []string
+	t.Cleanup(func() {
+		for _, n := range names {
+			exec.Command("ip", "netns", "del", n).Run()
+		}
+	})
+	run := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	run("netns", "add", l.Bridge)
+	names = append(names, l.Bridge)
+	run("-n", l.Bridge, "link", "add", "br0", "type", "bridge")
+	run("-n", l.Bridge, "link", "set", "br0", "up")
+	i := 0
+	for host, cidr := range hosts {
+		ns := "bf-" + host + "-" + id
+		names = append(names, ns)
+		l.Hosts[host] = ns
+		run("netns", "add", ns)
+		port := "p" + id + string(rune('a'+i))
+		i++
+		run("link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", port, "netns", l.Bridge)
+		run("-n", l.Bridge, "link", "set", port, "master", "br0", "up")
+		run("-n", ns, "link", "set", "lo", "up")
+		if cidr != "" {
+			run("-n", ns, "addr", "add", cidr, "dev", "eth0")
+		}
+		run("-n", ns, "link", "set", "eth0", "up")
+	}
+	return l
+}
