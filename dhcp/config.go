@@ -47,7 +47,8 @@ type Config struct {
 	Listen string
 	// ClientPort is where replies to clients go; default 68.
 	ClientPort int
-	// Workers bounds the packets handled at once; default 4.
+	// Workers bounds the packets handled at once; default 64 (most of them
+	// wait for the lease fsync, which their ACKs then share).
 	Workers int
 }
 

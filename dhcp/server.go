@@ -87,7 +87,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 		cfg.ClientPort = 68
 	}
 	if cfg.Workers <= 0 {
-		cfg.Workers = 4
+		cfg.Workers = 64
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("dhcp config: %w", err)

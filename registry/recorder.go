@@ -106,38 +106,27 @@ func (r *Recorder) Run(ctx context.Context) error {
 			}
 		}
 		byMAC := map[string][]Observation{}
-		var order []string
 		for _, o := range batch {
-			if _, seen := byMAC[o.MAC]; !seen {
-				order = append(order, o.MAC)
-			}
 			byMAC[o.MAC] = append(byMAC[o.MAC], o)
 		}
-		for _, mac := range order {
-			obs := byMAC[mac]
-			backoff := 100 * time.Millisecond
-			for {
-				wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				_, err := r.reg.ObserveAll(wctx, mac, obs)
-				cancel()
-				if err == nil {
-					r.written.Add(uint64(len(obs)))
-					break
-				}
-				r.failed.Add(1)
-				if ctx.Err() != nil {
-					r.done(len(batch))
-					return nil
-				}
-				r.reg.log.Warn("registry: recording failed; retrying", "mac", mac, "error", err, "retry_in", backoff)
-				select {
-				case <-ctx.Done():
-					r.done(len(batch))
-					return nil
-				case <-time.After(backoff):
-				}
-				backoff = min(backoff*2, 5*time.Second)
+		backoff := 100 * time.Millisecond
+		for {
+			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err := r.reg.ObserveBatch(wctx, byMAC)
+			cancel()
+			if err == nil {
+				r.written.Add(uint64(len(batch)))
+				break
 			}
+			r.failed.Add(1)
+			r.reg.log.Warn("registry: recording failed; retrying", "observations", len(batch), "error", err, "retry_in", backoff)
+			select {
+			case <-ctx.Done():
+				r.done(len(batch))
+				return nil
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, 5*time.Second)
 		}
 		r.done(len(batch))
 	}

@@ -187,6 +187,84 @@ func (r *Registry) ObserveAll(ctx context.Context, mac string, obs []Observation
 	})
 }
 
+// maxTxnOps stays under etcd's default limit of 128 operations per
+// transaction.
+const maxTxnOps = 100
+
+// ObserveBatch applies observations of many nodes with two etcd round trips
+// per 100 nodes (read all, then write all if none changed meanwhile),
+// instead of two per node; on a conflict it falls back to node by node.
+// Written nodes are deleted from obs, so after an error obs holds exactly
+// what is left to write.
+func (r *Registry) ObserveBatch(ctx context.Context, obs map[string][]Observation) error {
+	macs := make([]string, 0, len(obs))
+	for mac := range obs {
+		macs = append(macs, mac)
+	}
+	slices.Sort(macs)
+	for len(macs) > 0 {
+		chunk := macs[:min(len(macs), maxTxnOps)]
+		macs = macs[len(chunk):]
+		if err := r.observeChunk(ctx, chunk, obs); err != nil {
+			return err
+		}
+		for _, mac := range chunk {
+			delete(obs, mac)
+		}
+	}
+	return nil
+}
+
+func (r *Registry) observeChunk(ctx context.Context, macs []string, obs map[string][]Observation) error {
+	gets := make([]clientv3.Op, len(macs))
+	for i, mac := range macs {
+		gets[i] = clientv3.OpGet(r.nodeKey(mac))
+	}
+	resp, err := r.cli.Txn(ctx).Then(gets...).Commit()
+	if err != nil {
+		return fmt.Errorf("registry: read %d nodes: %w", len(macs), err)
+	}
+	cmps := make([]clientv3.Cmp, len(macs))
+	puts := make([]clientv3.Op, len(macs))
+	for i, mac := range macs {
+		var n Node
+		var rev int64
+		if kvs := resp.Responses[i].GetResponseRange().Kvs; len(kvs) == 1 {
+			if err := json.Unmarshal(kvs[0].Value, &n); err != nil {
+				return fmt.Errorf("registry: node %s is corrupt in etcd: %w", mac, err)
+			}
+			rev = kvs[0].ModRevision
+		} else {
+			n = Node{MAC: mac}
+		}
+		for _, o := range obs[mac] {
+			r.apply(&n, o)
+		}
+		data, err := json.Marshal(n)
+		if err != nil {
+			return fmt.Errorf("registry: encode node %s: %w", mac, err)
+		}
+		key := r.nodeKey(mac)
+		cmps[i] = clientv3.Compare(clientv3.ModRevision(key), "=", rev)
+		puts[i] = clientv3.OpPut(key, string(data))
+	}
+	txn, err := r.cli.Txn(ctx).If(cmps...).Then(puts...).Commit()
+	if err != nil {
+		return fmt.Errorf("registry: write %d nodes: %w", len(macs), err)
+	}
+	if txn.Succeeded {
+		return nil
+	}
+	// Another writer touched one of them: node by node, each with retries.
+	for _, mac := range macs {
+		if _, err := r.ObserveAll(ctx, mac, obs[mac]); err != nil {
+			return err
+		}
+		delete(obs, mac)
+	}
+	return nil
+}
+
 func (r *Registry) apply(n *Node, o Observation) {
 	now := o.Event.Time
 	if now.IsZero() {
