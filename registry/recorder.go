@@ -85,9 +85,12 @@ func (r *Recorder) Flush(ctx context.Context) error {
 	return ctx.Err()
 }
 
+// lingerTime is how long Run waits for more observations before writing.
+const lingerTime = 50 * time.Millisecond
+
 // Run writes queued observations until ctx ends.
 func (r *Recorder) Run(ctx context.Context) error {
-	const maxBatch = 512
+	const maxBatch = 2048
 	for {
 		var first Observation
 		select {
@@ -95,16 +98,22 @@ func (r *Recorder) Run(ctx context.Context) error {
 			return nil
 		case first = <-r.queue:
 		}
+		// Linger briefly so that the steps of one boot (DISCOVER, OFFER,
+		// REQUEST, ACK within milliseconds) become one write of the node.
 		batch := []Observation{first}
-	drain:
+		linger := time.NewTimer(lingerTime)
+	collect:
 		for len(batch) < maxBatch {
 			select {
 			case o := <-r.queue:
 				batch = append(batch, o)
-			default:
-				break drain
+			case <-linger.C:
+				break collect
+			case <-ctx.Done():
+				break collect
 			}
 		}
+		linger.Stop()
 		byMAC := map[string][]Observation{}
 		for _, o := range batch {
 			byMAC[o.MAC] = append(byMAC[o.MAC], o)
