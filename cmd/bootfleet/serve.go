@@ -325,6 +325,14 @@ func serve(ctx context.Context, cfg Config, profilesExplicit bool, stderr io.Wri
 			return err
 		}
 		g.Go(func() error { return dhcpServer.Run(gctx) })
+		if cfg.DHCP.Mode == "proxy" {
+			// PXE firmware asks the proxy again on port 4011 for its boot file.
+			pxe, err := dhcpServer.ListenPXE("")
+			if err != nil {
+				return err
+			}
+			g.Go(func() error { return pxe.Serve(gctx) })
+		}
 		if cfg.DHCP.Mode == "full" && cfg.DHCP.RouterAdvertisements {
 			ra := &dhcp.Advertiser{Interface: cfg.DHCP.Interface, Prefix: dhcp.ULAFor(dhcpServer.Subnet()), Log: log.With("component", "ra")}
 			g.Go(func() error { return ra.Run(gctx) })
