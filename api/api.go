@@ -76,6 +76,10 @@ func (s *Server) Handler() http.Handler {
 	return mux
 }
 
+// RequireAdmin wraps a handler outside the API (e.g. the profiler) with the
+// admin-token check.
+func (s *Server) RequireAdmin(h http.Handler) http.Handler { return s.admin(h.ServeHTTP) }
+
 func (s *Server) admin(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")

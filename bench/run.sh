@@ -2,7 +2,9 @@
 # make bench: every side-by-side benchmark, results into bench/RESULTS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/install-deps.sh nginx wrk curl
+./scripts/install-deps.sh nginx wrk curl tftpd-hpa kea-admin kea-dhcp4-server dnsmasq-base iproute2
+# The Debian packages start their daemons; the benchmarks run their own.
+for svc in kea-dhcp4-server tftpd-hpa nginx; do systemctl stop "$svc" 2>/dev/null || service "$svc" stop 2>/dev/null || true; done
 out=bench/out; mkdir -p "$out"
 {
   echo "# Benchmark results"
@@ -12,12 +14,16 @@ out=bench/out; mkdir -p "$out"
   echo
   ./bench/http-ignition.sh 10s
   echo
+  ./bench/dhcp.sh 10
+  echo
+  ./bench/tftp.sh 3
+  echo
   echo "### Go benchmarks"
   echo
   echo '```'
-  go test -run '^$' -bench . -benchtime 2s ./profiles ./ignition ./httpboot 2>&1 | grep -E '^(Benchmark|goos|cpu)'
+  go test -run '^$' -bench . -benchtime 2s ./profiles ./ignition ./httpboot ./dhcp 2>&1 | grep -E '^(Benchmark|goos|cpu)'
   echo '```'
-  echo "Command: \`go test -run '^\$' -bench . -benchtime 2s ./profiles ./ignition ./httpboot\`"
+  echo "Command: \`go test -run '^\$' -bench . -benchtime 2s ./profiles ./ignition ./httpboot ./dhcp\`"
 } > "$out/RESULTS.md.new"
 mv "$out/RESULTS.md.new" bench/RESULTS.md
 cat bench/RESULTS.md

@@ -1,7 +1,6 @@
 package dhcp
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"net"
@@ -72,41 +71,10 @@ func (p *netPair) startServer(t *testing.T, cfg Config, storePath string) (*Serv
 	return s, stop
 }
 
-// udhcpc runs busybox's DHCP client in the client namespace and returns
-// the variables its script saw on "bound".
+// udhcpc runs busybox's DHCP client in the client namespace.
 func (p *netPair) udhcpc(t *testing.T, extra ...string) map[string]string {
 	t.Helper()
-	dir := t.TempDir()
-	script := filepath.Join(dir, "script")
-	out := filepath.Join(dir, "env")
-	// On bound: record the lease and configure the address (a RELEASE is
-	// sent from it); on deconfig: remove it.
-	os.WriteFile(script, []byte(`#!/bin/sh
-case "$1" in
-bound) env > `+out+`; ip addr add "$ip/$mask" dev "$interface" ;;
-deconfig) ip addr flush dev "$interface" ;;
-esac
-exit 0
-`), 0o755)
-	args := append([]string{"netns", "exec", p.client, "busybox", "udhcpc", "-i", p.cliIf, "-f", "-q", "-n", "-t", "5", "-T", "1", "-A", "1", "-s", script}, extra...)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if b, err := exec.CommandContext(ctx, "ip", args...).CombinedOutput(); err != nil {
-		t.Fatalf("udhcpc: %v\n%s", err, b)
-	}
-	f, err := os.Open(out)
-	if err != nil {
-		t.Fatalf("udhcpc got no lease: %v", err)
-	}
-	defer f.Close()
-	env := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(sc.Text(), "="); ok {
-			env[k] = v
-		}
-	}
-	return env
+	return netnstest.Udhcpc(t, p.client, p.cliIf, extra...)
 }
 
 // dhclient runs ISC dhclient once in the client namespace with a script

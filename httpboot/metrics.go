@@ -13,6 +13,8 @@ type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	render   *prometheus.HistogramVec
+	// renderIgnition and renderCloud are render's two series.
+	renderIgnition, renderCloud prometheus.Observer
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -32,6 +34,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Buckets: []float64{.00001, .000025, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .05, .25},
 		}, []string{"kind"}),
 	}
+	m.renderIgnition = m.render.WithLabelValues("ignition")
+	m.renderCloud = m.render.WithLabelValues("cloud-config")
 	for _, c := range []prometheus.Collector{m.requests, m.duration, m.render} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("httpboot metrics: %w", err)
@@ -62,6 +66,9 @@ func (r *statusRecorder) Write(b []byte) (int, error) {
 // instrument counts and times requests, and refuses methods other than GET
 // and HEAD: the boot side is read-only.
 func (s *Server) instrument(endpoint string, h http.Handler) http.Handler {
+	// Look the common series up once, not per request.
+	ok := s.metrics.requests.WithLabelValues(endpoint, "200")
+	duration := s.metrics.duration.WithLabelValues(endpoint)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w}
@@ -74,7 +81,11 @@ func (s *Server) instrument(endpoint string, h http.Handler) http.Handler {
 		if rec.status == 0 {
 			rec.status = http.StatusOK
 		}
-		s.metrics.requests.WithLabelValues(endpoint, strconv.Itoa(rec.status)).Inc()
-		s.metrics.duration.WithLabelValues(endpoint).Observe(time.Since(start).Seconds())
+		if rec.status == http.StatusOK {
+			ok.Inc()
+		} else {
+			s.metrics.requests.WithLabelValues(endpoint, strconv.Itoa(rec.status)).Inc()
+		}
+		duration.Observe(time.Since(start).Seconds())
 	})
 }

@@ -140,7 +140,7 @@ func (s *Server) ignition(w http.ResponseWriter, r *http.Request, n *node) (int,
 	}
 	start := time.Now()
 	cfg, warnings, err := n.snap.Renderer.Ignition(n.match, n.data)
-	s.metrics.render.WithLabelValues("ignition").Observe(time.Since(start).Seconds())
+	s.metrics.renderIgnition.Observe(time.Since(start).Seconds())
 	if err != nil {
 		return http.StatusInternalServerError, err
 	}
@@ -162,7 +162,7 @@ func (s *Server) cloudConfig(w http.ResponseWriter, r *http.Request, n *node) (i
 	}
 	start := time.Now()
 	out, err := n.snap.Renderer.CloudConfig(n.match, n.data)
-	s.metrics.render.WithLabelValues("cloud-config").Observe(time.Since(start).Seconds())
+	s.metrics.renderCloud.Observe(time.Since(start).Seconds())
 	if err != nil {
 		return http.StatusInternalServerError, err
 	}

@@ -81,7 +81,8 @@ type Renderer struct {
 	// templates, found when the Renderer was made.
 	Warnings profiles.ErrorList
 
-	cache  *lru
+	cache  *lru // rendered Butane text → transpiled config
+	nodes  *lru // node data → final config
 	flight singleflight.Group
 	hits   atomic.Uint64
 	misses atomic.Uint64
@@ -97,7 +98,7 @@ func New(set *profiles.Set, opts Options) (*Renderer, error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	r := &Renderer{set: set, log: opts.Log, inject: opts.Inject, cache: newLRU(opts.CacheEntries)}
+	r := &Renderer{set: set, log: opts.Log, inject: opts.Inject, cache: newLRU(opts.CacheEntries), nodes: newLRU(opts.CacheEntries)}
 	var errs profiles.ErrorList
 	seen := map[string]bool{} // one report per template+message
 	add := func(list *profiles.ErrorList, e *profiles.Error) {
@@ -277,6 +278,14 @@ func (r *Renderer) Ignition(m profiles.Match, d profiles.TemplateData) ([]byte, 
 	if m.Profile.Ignition == "" {
 		return nil, nil, fmt.Errorf("profile %s: %w (no ignition: key)", m.Profile.Name, ErrNoTemplate)
 	}
+	// A node asking again with the same data gets the same bytes: skip the
+	// template. Within one Renderer a group's metadata is fixed, so the
+	// group's name stands for it.
+	nk := nodeKey(d)
+	if c, ok := r.nodes.get(nk); ok {
+		r.hits.Add(1)
+		return c.cfg, c.warnings, nil
+	}
 	t := r.set.Ignition[m.Profile.Ignition]
 	text, err := t.Execute(d)
 	if err != nil {
@@ -287,18 +296,29 @@ func (r *Renderer) Ignition(m profiles.Match, d profiles.TemplateData) ([]byte, 
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s for %s: %w", t.Path, d.MAC, err)
 	}
-	if r.inject == nil {
-		return cfg, warnings, nil
+	if r.inject != nil {
+		add, err := r.inject(d)
+		if err != nil {
+			return nil, nil, fmt.Errorf("inject for %s: %w", d.MAC, err)
+		}
+		if cfg, err = splice(cfg, add); err != nil {
+			return nil, nil, fmt.Errorf("inject for %s: %w", d.MAC, err)
+		}
 	}
-	add, err := r.inject(d)
-	if err != nil {
-		return nil, nil, fmt.Errorf("inject for %s: %w", d.MAC, err)
+	r.nodes.put(nk, cached{cfg: cfg, warnings: warnings})
+	return cfg, warnings, nil
+}
+
+// nodeKey identifies a node's template data within one Renderer.
+func nodeKey(d profiles.TemplateData) [32]byte {
+	h := sha256.New()
+	for _, f := range []string{d.MAC, d.IP, d.UUID, d.Arch, d.Hostname, d.Group, d.Profile, d.ServerURL, d.AgentURL, d.AgentToken} {
+		h.Write([]byte(f))
+		h.Write([]byte{0})
 	}
-	out, err := splice(cfg, add)
-	if err != nil {
-		return nil, nil, fmt.Errorf("inject for %s: %w", d.MAC, err)
-	}
-	return out, warnings, nil
+	var k [32]byte
+	h.Sum(k[:0])
+	return k
 }
 
 type cached struct {

@@ -23,7 +23,19 @@ type Recorder struct {
 	mu      sync.Mutex
 	pending int // queued or being written
 	idle    *sync.Cond
+	// recent holds when each node's last event of each kind was queued;
+	// the same step again within dedupWindow is coalesced, not written
+	// (iPXE retries, a load tool fetching one config in a loop).
+	recent    map[recentKey]time.Time
+	swept     time.Time
+	coalesced atomic.Uint64
 }
+
+type recentKey struct{ mac, event string }
+
+// dedupWindow is how close the same step of the same node may repeat
+// before it is recorded again.
+const dedupWindow = time.Second
 
 // NewRecorder returns a Recorder with room for size queued observations
 // (default 65536 when size <= 0). Call Run to start writing.
@@ -31,17 +43,36 @@ func NewRecorder(reg *Registry, size int) *Recorder {
 	if size <= 0 {
 		size = 1 << 16
 	}
-	r := &Recorder{reg: reg, queue: make(chan Observation, size)}
+	r := &Recorder{reg: reg, queue: make(chan Observation, size), recent: map[recentKey]time.Time{}}
 	r.idle = sync.NewCond(&r.mu)
 	return r
 }
 
-// Record queues an observation and reports whether it was accepted.
+// Record queues an observation and reports whether it was accepted; the
+// same step of a node within a second of the last is coalesced (accepted,
+// not written again).
 func (r *Recorder) Record(o Observation) bool {
 	if o.Event.Time.IsZero() {
 		o.Event.Time = time.Now().UTC()
 	}
 	r.mu.Lock()
+	if o.Event.Event != "" {
+		k := recentKey{o.MAC, o.Event.Event}
+		if last, ok := r.recent[k]; ok && o.Event.Time.Sub(last) < dedupWindow {
+			r.mu.Unlock()
+			r.coalesced.Add(1)
+			return true
+		}
+		r.recent[k] = o.Event.Time
+		if o.Event.Time.Sub(r.swept) > 10*dedupWindow {
+			for k, t := range r.recent {
+				if o.Event.Time.Sub(t) > dedupWindow {
+					delete(r.recent, k)
+				}
+			}
+			r.swept = o.Event.Time
+		}
+	}
 	r.pending++
 	r.mu.Unlock()
 	select {
@@ -68,6 +99,10 @@ func (r *Recorder) done(n int) {
 func (r *Recorder) Stats() (written, dropped, failed uint64) {
 	return r.written.Load(), r.dropped.Load(), r.failed.Load()
 }
+
+// Coalesced reports observations not written because the same step of the
+// same node was recorded less than a second before.
+func (r *Recorder) Coalesced() uint64 { return r.coalesced.Load() }
 
 // Flush waits until everything queued so far is written or ctx ends.
 func (r *Recorder) Flush(ctx context.Context) error {

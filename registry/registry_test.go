@@ -213,7 +213,7 @@ func TestRecorderSurvivesOutage(t *testing.T) {
 	defer cancel()
 	go rec.Run(ctx)
 	for i := range 20 {
-		rec.Record(Observation{MAC: fmt.Sprintf("52:54:00:00:00:%02x", i%4), Event: Event{Event: "a"}})
+		rec.Record(Observation{MAC: fmt.Sprintf("52:54:00:00:00:%02x", i%4), Event: Event{Event: fmt.Sprintf("a%d", i)}})
 	}
 	fctx, fcancel := context.WithTimeout(ctx, 10*time.Second)
 	if err := rec.Flush(fctx); err != nil {
@@ -224,7 +224,7 @@ func TestRecorderSurvivesOutage(t *testing.T) {
 	c.etcd.Close()
 	start := time.Now()
 	for i := range 20 {
-		if !rec.Record(Observation{MAC: fmt.Sprintf("52:54:00:00:00:%02x", i%4), Event: Event{Event: "b"}}) {
+		if !rec.Record(Observation{MAC: fmt.Sprintf("52:54:00:00:00:%02x", i%4), Event: Event{Event: fmt.Sprintf("b%d", i)}}) {
 			t.Fatal("Record refused while the queue has room")
 		}
 	}
@@ -280,4 +280,37 @@ func TestCacheFollowsChanges(t *testing.T) {
 	eventually("label change", func() bool { n, _ := cache.Get("52:54:00:00:00:01"); return n.Labels["rack"] == "b" })
 	r.Forget(ctx, "52:54:00:00:00:01")
 	eventually("forget", func() bool { _, ok := cache.Get("52:54:00:00:00:01"); return !ok })
+}
+
+// The same step of a node repeated within a second is recorded once.
+func TestRecorderCoalescesRepeats(t *testing.T) {
+	var c cluster
+	startEtcd(t, &c)
+	r := newRegistry(t, c.etcd.Endpoints(), "s")
+	rec := NewRecorder(r, 100)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go rec.Run(ctx)
+	t0 := time.Now()
+	for i := range 10 {
+		rec.Record(Observation{MAC: "52:54:00:00:00:01", Event: Event{Event: "ignition", Time: t0.Add(time.Duration(i) * 50 * time.Millisecond)}})
+	}
+	rec.Record(Observation{MAC: "52:54:00:00:00:01", Event: Event{Event: "ipxe", Time: t0.Add(600 * time.Millisecond)}})
+	rec.Record(Observation{MAC: "52:54:00:00:00:01", Event: Event{Event: "ignition", Time: t0.Add(2 * time.Second)}})
+	fctx, fcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer fcancel()
+	if err := rec.Flush(fctx); err != nil {
+		t.Fatal(err)
+	}
+	n, err := r.Node(ctx, "52:54:00:00:00:01")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range n.Timeline {
+		got = append(got, e.Event)
+	}
+	if fmt.Sprint(got) != "[ignition ipxe ignition]" || rec.Coalesced() != 9 {
+		t.Errorf("timeline %v, coalesced %d; want [ignition ipxe ignition] and 9", got, rec.Coalesced())
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -303,6 +304,9 @@ func serve(ctx context.Context, cfg Config, profilesExplicit bool, stderr io.Wri
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/api/", apiServer.Handler())
+	// Go's profiler, for the admin only (it reveals internals).
+	mux.Handle("/debug/pprof/", apiServer.RequireAdmin(http.HandlerFunc(pprof.Index)))
+	mux.Handle("/debug/pprof/profile", apiServer.RequireAdmin(http.HandlerFunc(pprof.Profile)))
 	mux.Handle("/", boot.Handler())
 	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {

@@ -4,13 +4,17 @@
 package netnstest
 
 import (
+	"bufio"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -137,4 +141,44 @@ func NewLAN(t testing.TB, hosts map[string]string) *LAN {
 		run("-n", ns, "link", "set", "eth0", "up")
 	}
 	return l
+}
+
+// Udhcpc runs busybox's DHCP client once on ifname in namespace ns and
+// returns the variables its script saw on "bound" (ip, router, dns,
+// boot_file, siaddr, ...). The script configures the address, so a RELEASE
+// can be sent from it, and removes it on deconfig.
+func Udhcpc(t testing.TB, ns, ifname string, extra ...string) map[string]string {
+	t.Helper()
+	if _, err := exec.LookPath("busybox"); err != nil {
+		t.Fatal("busybox is not installed: `make test` installs it")
+	}
+	dir := t.TempDir()
+	script := filepath.Join(dir, "script")
+	out := filepath.Join(dir, "env")
+	os.WriteFile(script, []byte(`#!/bin/sh
+case "$1" in
+bound) env > `+out+`; ip addr add "$ip/$mask" dev "$interface" ;;
+deconfig) ip addr flush dev "$interface" ;;
+esac
+exit 0
+`), 0o755)
+	args := append([]string{"netns", "exec", ns, "busybox", "udhcpc", "-i", ifname, "-f", "-q", "-n", "-t", "5", "-T", "1", "-A", "1", "-s", script}, extra...)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if b, err := exec.CommandContext(ctx, "ip", args...).CombinedOutput(); err != nil {
+		t.Fatalf("udhcpc %v: %v\n%s", extra, err, b)
+	}
+	f, err := os.Open(out)
+	if err != nil {
+		t.Fatalf("udhcpc got no lease: %v", err)
+	}
+	defer f.Close()
+	env := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), "="); ok {
+			env[k] = v
+		}
+	}
+	return env
 }

@@ -1,13 +1,9 @@
 package e2e
 
 import (
-	"bufio"
-	"context"
 	"encoding/json"
 	"io"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -56,17 +52,7 @@ func TestDHCPBootPath(t *testing.T) {
 	})
 
 	// The machine: iPXE asking for an address (iPXE's raw user class).
-	dir := t.TempDir()
-	script, envFile := filepath.Join(dir, "script"), filepath.Join(dir, "env")
-	os.WriteFile(script, []byte("#!/bin/sh\ncase \"$1\" in bound) env > "+envFile+"; ip addr add \"$ip/$mask\" dev \"$interface\" ;; esac\nexit 0\n"), 0o755)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", p.Client, "busybox", "udhcpc", "-i", p.ClientIf, "-f", "-q", "-n", "-t", "5", "-T", "1",
-		"-s", script, "-V", "PXEClient:Arch:00000:UNDI:002001", "-x", "0x4d:69505845", "-x", "0x5d:0000").CombinedOutput()
-	if err != nil {
-		t.Fatalf("udhcpc: %v\n%s", err, out)
-	}
-	env := readEnv(t, envFile)
+	env := netnstest.Udhcpc(t, p.Client, p.ClientIf, "-V", "PXEClient:Arch:00000:UNDI:002001", "-x", "0x4d:69505845", "-x", "0x5d:0000")
 	if env["boot_file"] != serverURL+"/boot.ipxe" || !strings.HasPrefix(env["ip"], "10.77.8.1") || env["router"] != "10.77.8.1" {
 		t.Fatalf("lease for iPXE: %v", env)
 	}
@@ -131,13 +117,7 @@ func TestDHCPBootPath(t *testing.T) {
 
 	// A UEFI HTTP boot client gets an http URL and vendor class HTTPClient,
 	// and that URL gives the embedded iPXE EFI binary.
-	os.Remove(envFile)
-	out, err = exec.CommandContext(ctx, "ip", "netns", "exec", p.Client, "busybox", "udhcpc", "-i", p.ClientIf, "-f", "-q", "-n", "-t", "5", "-T", "1",
-		"-s", script, "-V", "HTTPClient:Arch:00016:UNDI:003001", "-x", "0x5d:0010").CombinedOutput()
-	if err != nil {
-		t.Fatalf("udhcpc as HTTPClient: %v\n%s", err, out)
-	}
-	httpEnv := readEnv(t, envFile)
+	httpEnv := netnstest.Udhcpc(t, p.Client, p.ClientIf, "-V", "HTTPClient:Arch:00016:UNDI:003001", "-x", "0x5d:0010")
 	if httpEnv["boot_file"] != serverURL+"/ipxe/ipxe.efi" {
 		t.Fatalf("HTTPClient boot file %q", httpEnv["boot_file"])
 	}
@@ -150,23 +130,6 @@ func TestDHCPBootPath(t *testing.T) {
 	if int64(len(efi)) != size || efi != string(wantEFI) {
 		t.Errorf("HTTP boot download: %d bytes, want the embedded %d", len(efi), size)
 	}
-}
-
-func readEnv(t *testing.T, path string) map[string]string {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatalf("no lease: %v", err)
-	}
-	defer f.Close()
-	env := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(sc.Text(), "="); ok {
-			env[k] = v
-		}
-	}
-	return env
 }
 
 func macOf(t *testing.T, ns, ifname string) string {
