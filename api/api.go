@@ -234,25 +234,33 @@ type LabelRequest struct {
 }
 
 func (s *Server) labelNode(w http.ResponseWriter, r *http.Request) {
+	updateNode(s, w, r, func(ctx context.Context, mac string, req *LabelRequest) (registry.Node, error) {
+		for k := range req.Set {
+			if err := checkLabelKey(k); err != nil {
+				return registry.Node{}, err
+			}
+		}
+		return s.reg.Label(ctx, mac, req.Set, req.Remove)
+	})
+}
+
+// updateNode serves a call that changes one node: the MAC from the path,
+// the JSON body decoded strictly into a Req, then change within the
+// request's timeout; it answers the changed node or the error.
+func updateNode[Req any](s *Server, w http.ResponseWriter, r *http.Request, change func(ctx context.Context, mac string, req *Req) (registry.Node, error)) {
 	mac, err := macParam(r)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	var req LabelRequest
+	var req Req
 	if err := decodeBody(r, &req); err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	for k := range req.Set {
-		if err := checkLabelKey(k); err != nil {
-			s.fail(w, r, err)
-			return
-		}
-	}
 	ctx, cancel := ctxTimeout(r)
 	defer cancel()
-	n, err := s.reg.Label(ctx, mac, req.Set, req.Remove)
+	n, err := change(ctx, mac, &req)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -281,24 +289,9 @@ type NextBootRequest struct {
 }
 
 func (s *Server) nextBoot(w http.ResponseWriter, r *http.Request) {
-	mac, err := macParam(r)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	var req NextBootRequest
-	if err := decodeBody(r, &req); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	ctx, cancel := ctxTimeout(r)
-	defer cancel()
-	n, err := s.reg.SetNextBoot(ctx, mac, req.Profile)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, n)
+	updateNode(s, w, r, func(ctx context.Context, mac string, req *NextBootRequest) (registry.Node, error) {
+		return s.reg.SetNextBoot(ctx, mac, req.Profile)
+	})
 }
 
 func decodeBody(r *http.Request, v any) error {

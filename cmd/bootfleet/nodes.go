@@ -27,12 +27,20 @@ func newNodesCmd() *cobra.Command {
 	return cmd
 }
 
-func macArg(s string) (string, error) {
-	mac, err := profiles.NormalizeMAC(s)
+// nodeCall makes one API call about the node named by macText:
+// METHOD /api/v1/nodes/<mac><suffix>, decoding the answer into out.
+func nodeCall(cmd *cobra.Command, f *clientFlags, macText, method, suffix string, body, out any) error {
+	mac, err := profiles.NormalizeMAC(macText)
 	if err != nil {
-		return "", err
+		return err
 	}
-	return url.PathEscape(mac), nil
+	c, err := f.client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := timeout(cmd)
+	defer cancel()
+	return c.do(ctx, method, "/api/v1/nodes/"+url.PathEscape(mac)+suffix, body, out)
 }
 
 func newNodesListCmd() *cobra.Command {
@@ -115,18 +123,8 @@ func newNodesShowCmd() *cobra.Command {
 		Short: "Show a node's facts and boot timeline with the time each step took",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			mac, err := macArg(args[0])
-			if err != nil {
-				return err
-			}
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := timeout(cmd)
-			defer cancel()
 			var n registry.Node
-			if err := c.do(ctx, "GET", "/api/v1/nodes/"+mac, nil, &n); err != nil {
+			if err := nodeCall(cmd, &f, args[0], "GET", "", nil, &n); err != nil {
 				return err
 			}
 			if f.output == "json" {
@@ -188,10 +186,6 @@ func newNodesLabelCmd() *cobra.Command {
 		Short: "Set (key=value) or remove (key-) operator labels; labels take part in profile matching",
 		Args:  cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			mac, err := macArg(args[0])
-			if err != nil {
-				return err
-			}
 			req := api.LabelRequest{Set: map[string]string{}}
 			for _, a := range args[1:] {
 				if k, v, ok := strings.Cut(a, "="); ok {
@@ -202,14 +196,8 @@ func newNodesLabelCmd() *cobra.Command {
 					return fmt.Errorf("%q: want key=value to set or key- to remove", a)
 				}
 			}
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := timeout(cmd)
-			defer cancel()
 			var n registry.Node
-			if err := c.do(ctx, "PATCH", "/api/v1/nodes/"+mac+"/labels", req, &n); err != nil {
+			if err := nodeCall(cmd, &f, args[0], "PATCH", "/labels", req, &n); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s labels: %s\n", n.MAC, labelsText(n.Labels))
@@ -227,17 +215,7 @@ func newNodesForgetCmd() *cobra.Command {
 		Short: "Remove a node and its timeline from the inventory",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			mac, err := macArg(args[0])
-			if err != nil {
-				return err
-			}
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := timeout(cmd)
-			defer cancel()
-			if err := c.do(ctx, "DELETE", "/api/v1/nodes/"+mac, nil, nil); err != nil {
+			if err := nodeCall(cmd, &f, args[0], "DELETE", "", nil, nil); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s forgotten\n", args[0])
@@ -256,10 +234,6 @@ func newNodesNextBootCmd() *cobra.Command {
 		Short: "Boot a node with PROFILE once (e.g. a rescue profile), then back to its matched profile",
 		Args:  cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			mac, err := macArg(args[0])
-			if err != nil {
-				return err
-			}
 			req := api.NextBootRequest{}
 			switch {
 			case len(args) == 2 && !clear:
@@ -268,14 +242,8 @@ func newNodesNextBootCmd() *cobra.Command {
 			default:
 				return fmt.Errorf("give a PROFILE, or --clear to cancel a pending next boot")
 			}
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := timeout(cmd)
-			defer cancel()
 			var n registry.Node
-			if err := c.do(ctx, "PUT", "/api/v1/nodes/"+mac+"/next-boot", req, &n); err != nil {
+			if err := nodeCall(cmd, &f, args[0], "PUT", "/next-boot", req, &n); err != nil {
 				return err
 			}
 			if n.NextBoot == "" {
