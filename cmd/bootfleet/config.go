@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/goccy/go-yaml"
+
+	"github.com/bootfleet/bootfleet/profiles"
 )
 
 // Config is the server's configuration: bootfleet.yaml, with every key also
@@ -44,6 +46,8 @@ type DHCPConfig struct {
 	DNS                  []string      `yaml:"dns"`
 	Domain               string        `yaml:"domain"`
 	RouterAdvertisements bool          `yaml:"router_advertisements"`
+	// Reservations give a MAC (any form) always the same address.
+	Reservations map[string]string `yaml:"reservations"`
 }
 
 // PoolConfig is the range of addresses full mode hands out.
@@ -164,6 +168,22 @@ func (c *Config) Validate() error {
 			if a, err := netip.ParseAddr(c.DHCP.Router); err != nil || !a.Is4() {
 				bad("dhcp.router %q: want an IPv4 address", c.DHCP.Router)
 			}
+		}
+		seen := map[string]string{}
+		for mac, ip := range c.DHCP.Reservations {
+			norm, err := profiles.NormalizeMAC(mac)
+			if err != nil {
+				bad("dhcp.reservations: %v", err)
+				continue
+			}
+			if a, err := netip.ParseAddr(ip); err != nil || !a.Is4() {
+				bad("dhcp.reservations[%s] %q: want an IPv4 address", mac, ip)
+				continue
+			}
+			if other, dup := seen[ip]; dup {
+				bad("dhcp.reservations: %s and %s both want %s", other, norm, ip)
+			}
+			seen[ip] = norm
 		}
 		for i, d := range c.DHCP.DNS {
 			if a, err := netip.ParseAddr(d); err != nil || !a.Is4() {

@@ -31,6 +31,7 @@ dhcp:
   lease_time: 2h
   router: 10.77.0.1
   dns: [10.77.0.1]
+  reservations: {"52-54-00-AA-00-01": 10.77.0.50}
 fleet: {node_ttl: 30s}
 `)
 	cfg := DefaultConfig()
@@ -42,6 +43,9 @@ fleet: {node_ttl: 30s}
 	}
 	if cfg.HTTP.Listen != ":9090" || cfg.DHCP.LeaseTime != 2*time.Hour || cfg.Fleet.NodeTTL != 30*time.Second || cfg.DHCP.Pool.End != "10.77.0.250" {
 		t.Errorf("decoded %+v", cfg)
+	}
+	if cfg.DHCP.Reservations["52-54-00-AA-00-01"] != "10.77.0.50" {
+		t.Errorf("reservations: %v", cfg.DHCP.Reservations)
 	}
 	if cfg.Profiles != "./profiles" || !cfg.TFTP.Enabled {
 		t.Errorf("defaults lost for keys the file does not set: %+v", cfg)
@@ -69,12 +73,13 @@ func TestConfigValidateReportsEverything(t *testing.T) {
 	cfg.DHCP.Mode = "full"
 	cfg.DHCP.Pool = PoolConfig{Start: "10.0.0.9", End: "10.0.0.1"}
 	cfg.DHCP.DNS = []string{"dns.example"}
+	cfg.DHCP.Reservations = map[string]string{"zz": "10.0.0.5", "525400000001": "10.0.0.6", "52:54:00:00:00:02": "10.0.0.6"}
 	cfg.Fleet.NodeTTL = 0
 	err := cfg.Validate()
 	if err == nil {
 		t.Fatal("invalid config accepted")
 	}
-	for _, want := range []string{"http.listen", "http.public_url", "dhcp.interface", "dhcp.pool: end 10.0.0.1 is before start 10.0.0.9", "dhcp.dns[0]", "fleet.node_ttl"} {
+	for _, want := range []string{"http.listen", "http.public_url", "dhcp.interface", "dhcp.pool: end 10.0.0.1 is before start 10.0.0.9", "dhcp.dns[0]", "fleet.node_ttl", `dhcp.reservations: invalid MAC "zz"`, "both want 10.0.0.6"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q:\n%v", want, err)
 		}

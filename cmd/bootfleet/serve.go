@@ -96,6 +96,7 @@ func bindServeFlags(f *pflag.FlagSet, c *Config) map[string]func(dst, src *Confi
 	f.StringVar(&c.DHCP.Router, "dhcp-router", c.DHCP.Router, "router (default gateway) handed out by DHCP")
 	f.StringSliceVar(&c.DHCP.DNS, "dhcp-dns", c.DHCP.DNS, "DNS servers handed out by DHCP")
 	f.StringVar(&c.DHCP.Domain, "dhcp-domain", c.DHCP.Domain, "domain name handed out by DHCP")
+	f.StringToStringVar(&c.DHCP.Reservations, "dhcp-reservation", c.DHCP.Reservations, "MAC=IP: always give this MAC this address (repeatable)")
 	f.BoolVar(&c.DHCP.RouterAdvertisements, "router-advertisements", c.DHCP.RouterAdvertisements, "send IPv6 router advertisements on the DHCP interface")
 	f.BoolVar(&c.TFTP.Enabled, "tftp", c.TFTP.Enabled, "serve TFTP")
 	f.StringVar(&c.TFTP.Listen, "tftp-listen", c.TFTP.Listen, "TFTP listen address")
@@ -123,6 +124,7 @@ func bindServeFlags(f *pflag.FlagSet, c *Config) map[string]func(dst, src *Confi
 		"dhcp-dns":              func(d, s *Config) { d.DHCP.DNS = s.DHCP.DNS },
 		"dhcp-domain":           func(d, s *Config) { d.DHCP.Domain = s.DHCP.Domain },
 		"router-advertisements": func(d, s *Config) { d.DHCP.RouterAdvertisements = s.DHCP.RouterAdvertisements },
+		"dhcp-reservation":      func(d, s *Config) { d.DHCP.Reservations = s.DHCP.Reservations },
 		"tftp":                  func(d, s *Config) { d.TFTP.Enabled = s.TFTP.Enabled },
 		"tftp-listen":           func(d, s *Config) { d.TFTP.Listen = s.TFTP.Listen },
 		"etcd-endpoints":        func(d, s *Config) { d.Etcd.Endpoints = s.Etcd.Endpoints },
@@ -462,6 +464,11 @@ func newDHCP(cfg Config, reg prometheus.Registerer, log *slog.Logger, onEvent fu
 	for _, d := range cfg.DHCP.DNS {
 		a, _ := netip.ParseAddr(d)
 		dcfg.DNS = append(dcfg.DNS, a)
+	}
+	dcfg.Reservations = map[string]netip.Addr{}
+	for mac, ip := range cfg.DHCP.Reservations { // checked by Config.Validate
+		norm, _ := profiles.NormalizeMAC(mac)
+		dcfg.Reservations[norm], _ = netip.ParseAddr(ip)
 	}
 	var store dhcp.LeaseStore
 	if dcfg.Mode == dhcp.ModeFull {

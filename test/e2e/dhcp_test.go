@@ -24,9 +24,11 @@ func TestDHCPBootPath(t *testing.T) {
 	p := netnstest.New(t, "10.77.8.1/24")
 	dataDir := t.TempDir()
 	serverURL := "http://10.77.8.1:8080"
+	mac := macOf(t, p.Client, p.ClientIf)
 	srv := netnstest.Command(p.Server, bootfleet(t), "serve", "--profiles", exampleDir(), "--data-dir", dataDir,
 		"--http", "10.77.8.1:8080", "--tftp=false", "--dhcp", "full", "--interface", p.ServerIf,
 		"--dhcp-pool-start", "10.77.8.100", "--dhcp-pool-end", "10.77.8.150", "--dhcp-router", "10.77.8.1", "--dhcp-dns", "10.77.8.1",
+		"--dhcp-reservation", strings.ToUpper(strings.ReplaceAll(mac, ":", "-"))+"=10.77.8.42",
 		"--etcd-listen-client", "http://127.0.0.1:2379", "--etcd-listen-peer", "http://127.0.0.1:2380")
 	var log syncBuffer
 	srv.Stdout, srv.Stderr = &log, &log
@@ -53,10 +55,10 @@ func TestDHCPBootPath(t *testing.T) {
 
 	// The machine: iPXE asking for an address (iPXE's raw user class).
 	env := netnstest.Udhcpc(t, p.Client, p.ClientIf, "-V", "PXEClient:Arch:00000:UNDI:002001", "-x", "0x4d:69505845", "-x", "0x5d:0000")
-	if env["boot_file"] != serverURL+"/boot.ipxe" || !strings.HasPrefix(env["ip"], "10.77.8.1") || env["router"] != "10.77.8.1" {
+	// The reservation (given with the MAC in another form) wins.
+	if env["boot_file"] != serverURL+"/boot.ipxe" || env["ip"] != "10.77.8.42" || env["router"] != "10.77.8.1" {
 		t.Fatalf("lease for iPXE: %v", env)
 	}
-	mac := macOf(t, p.Client, p.ClientIf)
 
 	// The machine follows its boot file over the veth, as iPXE would.
 	inClient := func(args ...string) string {
