@@ -185,7 +185,6 @@ func (s *Server) watchNodes(w http.ResponseWriter, r *http.Request) {
 	}
 	flusher.Flush()
 	for c := range changes {
-		c.Node.Timeline = nil
 		if err := enc.Encode(c); err != nil {
 			return
 		}

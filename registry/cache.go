@@ -67,7 +67,6 @@ func (c *Cache) Run(ctx context.Context) error {
 			if ch.Deleted {
 				delete(c.nodes, ch.Node.MAC)
 			} else {
-				ch.Node.Timeline = nil
 				c.nodes[ch.Node.MAC] = ch.Node
 			}
 			c.mu.Unlock()

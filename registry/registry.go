@@ -384,6 +384,18 @@ func (r *Registry) Forget(ctx context.Context, mac string) error {
 	return nil
 }
 
+// decodeWithoutTimeline decodes a node but leaves its timeline undecoded:
+// watchers need the node, and decoding every event of every change would
+// cost more than the rest together.
+func decodeWithoutTimeline(b []byte) (Node, error) {
+	var v struct {
+		Node
+		Timeline json.RawMessage `json:"timeline"` // shadows Node.Timeline
+	}
+	err := json.Unmarshal(b, &v)
+	return v.Node, err
+}
+
 // Change is one change to the inventory seen by Watch.
 type Change struct {
 	// Deleted is set when the node was forgotten; Node then has only MAC.
@@ -393,6 +405,7 @@ type Change struct {
 
 // Watch streams changes to the inventory until ctx ends. The channel is
 // closed when the watch ends; a watch that loses etcd resumes by itself.
+// Nodes in changes carry no timeline (Node returns it).
 func (r *Registry) Watch(ctx context.Context) <-chan Change {
 	out := make(chan Change, 64)
 	go func() {
@@ -405,9 +418,10 @@ func (r *Registry) Watch(ctx context.Context) <-chan Change {
 			}
 			for _, ev := range resp.Events {
 				var c Change
+				var err error
 				if ev.Type == clientv3.EventTypeDelete {
 					c = Change{Deleted: true, Node: Node{MAC: strings.TrimPrefix(string(ev.Kv.Key), r.nodesPrefix())}}
-				} else if err := json.Unmarshal(ev.Kv.Value, &c.Node); err != nil {
+				} else if c.Node, err = decodeWithoutTimeline(ev.Kv.Value); err != nil {
 					continue
 				}
 				select {
