@@ -9,7 +9,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
 # Debian packages the tests drive as real peers.
-TEST_PACKAGES := curl ca-certificates atftp tftp-hpa busybox isc-dhcp-client iproute2 ndisc6 dnsmasq-base
+TEST_PACKAGES := curl ca-certificates atftp tftp-hpa busybox isc-dhcp-client iproute2 ndisc6 dnsmasq-base podman runc busybox-static
 # Debian packages `make run` needs.
 RUN_PACKAGES := curl ca-certificates
 
@@ -20,7 +20,12 @@ all: build
 bin/bootfleet: FORCE
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/bootfleet
 
-build: bin/bootfleet
+# The node agent, for both architectures nodes may have; the server serves
+# them from its own directory at /agent/bootfleet-agent-<arch>.
+bin/bootfleet-agent-%: FORCE
+	CGO_ENABLED=0 GOOS=linux GOARCH=$* $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/bootfleet-agent
+
+build: bin/bootfleet bin/bootfleet-agent-amd64 bin/bootfleet-agent-arm64
 
 deps-run:
 	./scripts/install-deps.sh $(RUN_PACKAGES)

@@ -1,6 +1,8 @@
-// Package api is bootfleet's HTTP API under /api/v1: the node inventory for
-// operators and the CLI. Calls that change or reveal configuration need the
-// admin token (Authorization: Bearer <token>).
+// Package api is bootfleet's HTTP API under /api/v1: the node inventory and
+// units for operators and the CLI, and the agents' join, heartbeat and
+// orders. Calls that change or reveal configuration need the admin token
+// (Authorization: Bearer <token>); agent calls need the node's own token
+// and act only on that node.
 package api
 
 import (
@@ -15,6 +17,7 @@ import (
 	"time"
 
 	"github.com/bootfleet/bootfleet/dhcp"
+	"github.com/bootfleet/bootfleet/fleet"
 	"github.com/bootfleet/bootfleet/profiles"
 	"github.com/bootfleet/bootfleet/registry"
 )
@@ -26,6 +29,12 @@ type Config struct {
 	Log        *slog.Logger
 	// Leases lists the DHCP leases of this server (nil: no DHCP).
 	Leases func() []dhcp.Lease
+	// Fleet and Tokens serve units and the agents (nil: no fleet API).
+	Fleet  *fleet.Fleet
+	Tokens *fleet.Tokens
+	// Images finds the container image archive for an image reference,
+	// for agents on air-gapped nodes (nil: none).
+	Images func(ref string) (path string, ok bool)
 }
 
 // Server serves /api/v1.
@@ -34,6 +43,9 @@ type Server struct {
 	token  string
 	log    *slog.Logger
 	leases func() []dhcp.Lease
+	fleet  *fleet.Fleet
+	tokens *fleet.Tokens
+	images func(ref string) (string, bool)
 }
 
 // New returns the API server.
@@ -52,7 +64,11 @@ func New(cfg Config) (*Server, error) {
 	if leases == nil {
 		leases = func() []dhcp.Lease { return []dhcp.Lease{} }
 	}
-	return &Server{reg: cfg.Registry, token: cfg.AdminToken, log: log, leases: leases}, nil
+	if (cfg.Fleet == nil) != (cfg.Tokens == nil) {
+		return nil, errors.New("api: fleet and tokens go together")
+	}
+	return &Server{reg: cfg.Registry, token: cfg.AdminToken, log: log, leases: leases,
+		fleet: cfg.Fleet, tokens: cfg.Tokens, images: cfg.Images}, nil
 }
 
 // Handler returns the /api/v1 routes.
@@ -70,6 +86,7 @@ func (s *Server) Handler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, l)
 	}))
+	s.fleetRoutes(mux)
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Errorf("no such API call: %s %s", r.Method, r.URL.Path))
 	})
@@ -95,7 +112,7 @@ func (s *Server) admin(h http.HandlerFunc) http.HandlerFunc {
 // statusOf maps registry errors to HTTP status codes, in one place.
 func statusOf(err error) int {
 	switch {
-	case errors.Is(err, registry.ErrNotFound):
+	case errors.Is(err, registry.ErrNotFound), errors.Is(err, fleet.ErrNotFound):
 		return http.StatusNotFound
 	case errors.Is(err, errBadRequest):
 		return http.StatusBadRequest

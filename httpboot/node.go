@@ -90,6 +90,10 @@ func (s *Server) resolve(r *http.Request) (*node, error) {
 	n.data = n.match.Data(f)
 	n.data.IP = remoteIP(r)
 	n.data.ServerURL = s.base(r)
+	if s.cfg.AgentToken != nil {
+		n.data.AgentToken = s.cfg.AgentToken(f.MAC)
+		n.data.AgentURL = n.data.ServerURL + "/agent/" + AgentBinaryName(f.Arch)
+	}
 	return n, nil
 }
 

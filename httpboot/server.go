@@ -72,6 +72,12 @@ type Config struct {
 	OnEvent func(Event)
 	// Binaries are the iPXE binaries served at /ipxe/<name> (UEFI HTTP boot).
 	Binaries ipxe.Binaries
+	// AgentToken returns a machine's agent token for its templates and
+	// Ignition (nil: nodes get no agent).
+	AgentToken func(mac string) string
+	// AgentDir holds the agent binaries served at
+	// /agent/bootfleet-agent-<goarch> (amd64, arm64).
+	AgentDir string
 }
 
 // Server is the boot-side HTTP handler.
@@ -131,6 +137,7 @@ func (s *Server) routes() {
 	mux.Handle("/metadata", boot("metadata", s.metadata))
 	mux.Handle("/assets/", s.instrument("assets", http.HandlerFunc(s.assets)))
 	mux.Handle("/ipxe/", s.instrument("ipxe-binary", http.HandlerFunc(s.ipxeBinary)))
+	mux.Handle("/agent/", s.instrument("agent", http.HandlerFunc(s.agentBinary)))
 	mux.Handle("/healthz", s.instrument("healthz", http.HandlerFunc(s.healthz)))
 	if g, ok := s.cfg.Metrics.(prometheus.Gatherer); ok {
 		mux.Handle("/metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))

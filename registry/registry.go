@@ -48,11 +48,26 @@ type Node struct {
 	State       State             `json:"state"`
 	// NextBoot, when set, is a profile the node boots once instead of its
 	// matched one; the boot side clears it when it serves that profile.
-	NextBoot  string    `json:"next_boot,omitempty"`
-	FirstSeen time.Time `json:"first_seen"`
-	LastSeen  time.Time `json:"last_seen"`
+	NextBoot string `json:"next_boot,omitempty"`
+	// Agent is what the node's agent reported when it last joined.
+	Agent     *AgentInfo `json:"agent,omitempty"`
+	FirstSeen time.Time  `json:"first_seen"`
+	LastSeen  time.Time  `json:"last_seen"`
 	// Timeline holds the most recent boot steps, oldest first.
 	Timeline []Event `json:"timeline,omitempty"`
+}
+
+// AgentInfo describes a node as its agent sees it.
+type AgentInfo struct {
+	Version        string    `json:"version,omitempty"`
+	OS             string    `json:"os,omitempty"`
+	Kernel         string    `json:"kernel,omitempty"`
+	CPUs           int       `json:"cpus,omitempty"`
+	MemoryBytes    int64     `json:"memory_bytes,omitempty"`
+	Runtime        string    `json:"runtime,omitempty"`
+	RuntimeVersion string    `json:"runtime_version,omitempty"`
+	RuntimeError   string    `json:"runtime_error,omitempty"`
+	Joined         time.Time `json:"joined"`
 }
 
 // Event is one step of a node's boot.
@@ -79,6 +94,8 @@ type Observation struct {
 	Profile     string
 	State       State
 	Event       Event
+	// Agent, when set, replaces what the node's agent reported.
+	Agent *AgentInfo
 }
 
 // Config configures a Registry.
@@ -286,6 +303,10 @@ func (r *Registry) apply(n *Node, o Observation) {
 	set(&n.Profile, o.Profile)
 	if o.State != "" {
 		n.State = o.State
+	}
+	if o.Agent != nil {
+		a := *o.Agent
+		n.Agent = &a
 	}
 	if n.State == "" {
 		n.State = StateDiscovered

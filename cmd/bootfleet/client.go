@@ -85,7 +85,10 @@ func (c *apiClient) do(ctx context.Context, method, path string, body, out any) 
 // body the caller closes.
 func (c *apiClient) open(ctx context.Context, method, path string, body any) (*http.Response, error) {
 	var rd io.Reader
-	if body != nil {
+	contentType := "application/json"
+	if raw, ok := body.(rawBody); ok {
+		rd, contentType = bytes.NewReader(raw.data), raw.contentType
+	} else if body != nil {
 		data, err := json.Marshal(body)
 		if err != nil {
 			return nil, err
@@ -98,7 +101,7 @@ func (c *apiClient) open(ctx context.Context, method, path string, body any) (*h
 	}
 	req.Header.Set("Authorization", "Bearer "+c.token)
 	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Content-Type", contentType)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
@@ -114,6 +117,12 @@ func (c *apiClient) open(ctx context.Context, method, path string, body any) (*h
 		return nil, errors.New(e.Error)
 	}
 	return resp, nil
+}
+
+// rawBody is a request body sent as it is, not as JSON.
+type rawBody struct {
+	contentType string
+	data        []byte
 }
 
 func timeout(cmd *cobra.Command) (context.Context, context.CancelFunc) {

@@ -78,6 +78,9 @@ type EtcdConfig struct {
 // FleetConfig configures scheduling.
 type FleetConfig struct {
 	NodeTTL time.Duration `yaml:"node_ttl"`
+	// AgentDir holds bootfleet-agent-amd64 and -arm64, served to nodes;
+	// empty means the directory of the bootfleet binary.
+	AgentDir string `yaml:"agent_dir"`
 }
 
 // DefaultConfig is what `serve` runs with when nothing is configured.
@@ -206,8 +209,8 @@ func (c *Config) Validate() error {
 	if (c.Etcd.CertFile == "") != (c.Etcd.KeyFile == "") {
 		bad("etcd.cert_file and etcd.key_file: give both or neither")
 	}
-	if c.Fleet.NodeTTL < time.Second {
-		bad("fleet.node_ttl %s: want at least 1s", c.Fleet.NodeTTL)
+	if c.Fleet.NodeTTL < 2*time.Second {
+		bad("fleet.node_ttl %s: want at least 2s", c.Fleet.NodeTTL)
 	}
 	if len(errs) == 0 {
 		return nil

@@ -60,6 +60,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(
 		newServeCmd(),
 		newNodesCmd(),
+		newUnitsCmd(),
 		newLeasesCmd(),
 		newValidateCmd(),
 		newRenderCmd(),

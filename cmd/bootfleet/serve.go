@@ -32,8 +32,10 @@ import (
 
 	"github.com/bootfleet/bootfleet/api"
 	"github.com/bootfleet/bootfleet/dhcp"
+	"github.com/bootfleet/bootfleet/fleet"
 	"github.com/bootfleet/bootfleet/httpboot"
 	"github.com/bootfleet/bootfleet/ignition"
+	"github.com/bootfleet/bootfleet/images"
 	"github.com/bootfleet/bootfleet/ipxe"
 	"github.com/bootfleet/bootfleet/profiles"
 	"github.com/bootfleet/bootfleet/registry"
@@ -109,6 +111,7 @@ func bindServeFlags(f *pflag.FlagSet, c *Config) map[string]func(dst, src *Confi
 	f.StringVar(&c.Etcd.KeyFile, "etcd-key", c.Etcd.KeyFile, "TLS client key for etcd")
 	f.StringVar(&c.Etcd.CAFile, "etcd-ca", c.Etcd.CAFile, "CA that signed etcd's server certificate")
 	f.DurationVar(&c.Fleet.NodeTTL, "node-ttl", c.Fleet.NodeTTL, "time without heartbeat before a node is lost")
+	f.StringVar(&c.Fleet.AgentDir, "agent-dir", c.Fleet.AgentDir, "directory with bootfleet-agent-amd64/-arm64 to serve to nodes (default: next to this binary)")
 	return map[string]func(dst, src *Config){
 		"data-dir":              func(d, s *Config) { d.DataDir = s.DataDir },
 		"profiles":              func(d, s *Config) { d.Profiles = s.Profiles },
@@ -136,6 +139,7 @@ func bindServeFlags(f *pflag.FlagSet, c *Config) map[string]func(dst, src *Confi
 		"etcd-key":              func(d, s *Config) { d.Etcd.KeyFile = s.Etcd.KeyFile },
 		"etcd-ca":               func(d, s *Config) { d.Etcd.CAFile = s.Etcd.CAFile },
 		"node-ttl":              func(d, s *Config) { d.Fleet.NodeTTL = s.Fleet.NodeTTL },
+		"agent-dir":             func(d, s *Config) { d.Fleet.AgentDir = s.Fleet.AgentDir },
 	}
 }
 
@@ -181,7 +185,7 @@ func serve(ctx context.Context, cfg Config, profilesExplicit bool, stderr io.Wri
 	var boot *httpboot.Server
 	var initial httpboot.Snapshot
 	onLoad := func(set *profiles.Set) error {
-		r, err := ignition.New(set, ignition.Options{Log: log})
+		r, err := ignition.New(set, ignition.Options{Log: log, Inject: ignition.AgentInjector()})
 		if err != nil {
 			return err
 		}
@@ -253,6 +257,21 @@ func serve(ctx context.Context, cfg Config, profilesExplicit bool, stderr io.Wri
 		return err
 	}
 	recorder := registry.NewRecorder(inventory, 0)
+	tokens, err := fleet.LoadTokens(ctx, etcdClient, "")
+	if err != nil {
+		return err
+	}
+	fl, err := fleet.New(fleet.Config{Client: etcdClient, Registry: inventory, NodeTTL: cfg.Fleet.NodeTTL, Server: serverName, Log: log.With("component", "fleet")})
+	if err != nil {
+		return err
+	}
+	reg.MustRegister(fl.Metrics())
+	agentDir := cfg.Fleet.AgentDir
+	if agentDir == "" {
+		if exe, err := os.Executable(); err == nil {
+			agentDir = filepath.Dir(exe)
+		}
+	}
 	var etcdHealth atomic.Pointer[error] // nil while etcd answers
 	nodeCache := registry.NewCache(inventory)
 
@@ -287,8 +306,10 @@ func serve(ctx context.Context, cfg Config, profilesExplicit bool, stderr io.Wri
 				}
 			}()
 		},
-		OnEvent:  func(e httpboot.Event) { recorder.Record(bootObservation(e)) },
-		Binaries: ipxe.Embedded(),
+		OnEvent:    func(e httpboot.Event) { recorder.Record(bootObservation(e)) },
+		Binaries:   ipxe.Embedded(),
+		AgentToken: tokens.Token,
+		AgentDir:   agentDir,
 	}, initial)
 	if err != nil {
 		return err
@@ -300,6 +321,8 @@ func serve(ctx context.Context, cfg Config, profilesExplicit bool, stderr io.Wri
 			return []dhcp.Lease{}
 		}
 		return dhcpServer.Leases()
+	}, Fleet: fl, Tokens: tokens, Images: func(ref string) (string, bool) {
+		return images.FindContainerArchive(filepath.Join(cfg.DataDir, images.ContainerArchiveDir), ref)
 	}})
 	if err != nil {
 		return err
@@ -368,6 +391,7 @@ func serve(ctx context.Context, cfg Config, profilesExplicit bool, stderr io.Wri
 	g.Go(func() error { return watcher.Run(gctx) })
 	g.Go(func() error { return recorder.Run(gctx) })
 	g.Go(func() error { return nodeCache.Run(gctx) })
+	g.Go(func() error { return fl.Run(gctx) })
 	g.Go(func() error { probeEtcd(gctx, etcdClient, &etcdHealth, log); return nil })
 	if embedded != nil {
 		g.Go(func() error {
