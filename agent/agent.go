@@ -31,6 +31,9 @@ type Config struct {
 	Docker  *Docker
 	Version string
 	Log     *slog.Logger
+	// StopGrace is how long a container may take to stop before it is
+	// killed; default 10s.
+	StopGrace time.Duration
 }
 
 // Agent runs on a node: it joins, heartbeats and reconciles containers.
@@ -69,6 +72,9 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.StopGrace <= 0 {
+		cfg.StopGrace = 10 * time.Second
 	}
 	return &Agent{
 		cfg:       cfg,

@@ -43,7 +43,7 @@ func (a *Agent) reconcile(ctx context.Context, assignments []Assignment) {
 		c, ok := byName[name]
 		if ok && c.Labels[LabelHash] != as.Hash {
 			a.log.Info("unit changed; replacing its container", "container", name)
-			if err := d.RemoveContainer(ctx, c.ID, 10*time.Second); err != nil {
+			if err := d.RemoveContainer(ctx, c.ID, a.cfg.StopGrace); err != nil {
 				a.setStatus(name, withError(st, "failed", err))
 				continue
 			}
@@ -72,7 +72,7 @@ func (a *Agent) reconcile(ctx context.Context, assignments []Assignment) {
 			continue
 		}
 		a.log.Info("removing container no longer assigned", "container", name)
-		if err := d.RemoveContainer(ctx, c.ID, 10*time.Second); err != nil {
+		if err := d.RemoveContainer(ctx, c.ID, a.cfg.StopGrace); err != nil {
 			a.log.Error("removing container failed", "container", name, "error", err)
 			continue
 		}
