@@ -1,0 +1,286 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/bootfleet/bootfleet/agent"
+	"github.com/bootfleet/bootfleet/fleet"
+	"github.com/bootfleet/bootfleet/internal/podmantest"
+	"github.com/bootfleet/bootfleet/registry"
+)
+
+var (
+	agentOnce sync.Once
+	agentDir  string
+	agentErr  error
+)
+
+// agentBinaries builds bootfleet-agent-amd64 into a directory the server
+// serves at /agent/.
+func agentBinaries(t *testing.T) string {
+	t.Helper()
+	agentOnce.Do(func() {
+		agentDir, agentErr = os.MkdirTemp("", "bootfleet-e2e-agent-")
+		if agentErr != nil {
+			return
+		}
+		cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", filepath.Join(agentDir, "bootfleet-agent-amd64"), "./cmd/bootfleet-agent")
+		cmd.Dir = repoRoot()
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOARCH=amd64")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			agentErr = fmt.Errorf("go build agent: %v\n%s", err, out)
+		}
+	})
+	if agentErr != nil {
+		t.Fatal(agentErr)
+	}
+	return agentDir
+}
+
+// node is a simulated machine: its own container runtime, and the agent
+// its Ignition installed and started.
+type node struct {
+	mac    string
+	root   string // what Ignition wrote
+	podman *podmantest.Service
+	cmd    *exec.Cmd
+	log    *syncBuffer
+	done   chan error
+}
+
+// provision does what a booted machine does: fetch its Ignition from the
+// server, apply it (the agent's env file and binary, downloaded from the
+// server), and start the agent it installed.
+func provision(t *testing.T, s *server, mac string, pm *podmantest.Service) *node {
+	t.Helper()
+	n := &node{mac: mac, root: t.TempDir(), podman: pm}
+	cfgPath := filepath.Join(n.root, "ignition.json")
+	if err := os.WriteFile(cfgPath, []byte(curl(t, "--fail", s.URL+"/ignition?mac="+mac)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The installer is the agent binary the server serves, as on a node.
+	installer := filepath.Join(t.TempDir(), "bootfleet-agent")
+	curl(t, "--fail", "-o", installer, s.URL+"/agent/bootfleet-agent-amd64")
+	if err := os.Chmod(installer, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(installer, "ignition-apply", "--root", n.root, cfgPath).CombinedOutput(); err != nil {
+		t.Fatalf("ignition-apply: %v\n%s", err, out)
+	}
+	env, err := os.ReadFile(filepath.Join(n.root, "etc/bootfleet/agent.env"))
+	if err != nil || !strings.Contains(string(env), "BOOTFLEET_NODE="+mac) || !strings.Contains(string(env), "BOOTFLEET_TOKEN=") {
+		t.Fatalf("Ignition did not install the agent's env file: %q %v", env, err)
+	}
+	if _, err := os.ReadFile(filepath.Join(n.root, "etc/systemd/system/bootfleet-agent.service")); err != nil {
+		t.Fatalf("Ignition did not install the agent's unit: %v", err)
+	}
+	n.start(t)
+	return n
+}
+
+func (n *node) start(t *testing.T) {
+	t.Helper()
+	n.log, n.done = &syncBuffer{}, make(chan error, 1)
+	n.cmd = exec.Command(filepath.Join(n.root, "opt/bootfleet/bin/bootfleet-agent"),
+		"--env-file", filepath.Join(n.root, "etc/bootfleet/agent.env"), "--docker-host", n.podman.Host)
+	n.cmd.Stderr = n.log
+	if err := n.cmd.Start(); err != nil {
+		t.Fatalf("start agent: %v", err)
+	}
+	cmd, done, log := n.cmd, n.done, n.log
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-done
+		if t.Failed() {
+			t.Logf("agent %s log:\n%s", n.mac, log.String())
+		}
+	})
+}
+
+// kill9 kills the agent as a machine dying would.
+func (n *node) kill9(t *testing.T) {
+	t.Helper()
+	_ = n.cmd.Process.Signal(syscall.SIGKILL)
+	err := <-n.done
+	n.done <- err
+}
+
+// containers returns name → node label of the running unit containers in
+// the node's runtime, read through its Engine API.
+func (n *node) containers(t *testing.T) map[string]string {
+	t.Helper()
+	d, err := agent.NewDocker(n.podman.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cs, err := d.Containers(ctx, agent.LabelUnit)
+	if err != nil {
+		t.Fatalf("list containers: %v", err)
+	}
+	m := map[string]string{}
+	for _, c := range cs {
+		if c.State == "running" {
+			m[c.Name()] = c.Labels[agent.LabelNode]
+		}
+	}
+	return m
+}
+
+func waitUntil(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func TestFleetEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts podman services and agents")
+	}
+	pmA, pmB := podmantest.Start(t), podmantest.Start(t)
+	dataDir := t.TempDir()
+	// The image reaches the nodes only through bootfleet (no registry).
+	const image = "localhost/bootfleet-test/busybox:1"
+	archives := filepath.Join(dataDir, "container-images")
+	if err := os.MkdirAll(archives, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(archives, "busybox.tar"), podmantest.BusyboxArchive(t, image), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := startServerIn(t, dataDir, freePort(t), "http://"+freePort(t), "http://"+freePort(t),
+		"--profiles", filepath.Join(repoRoot(), "examples/lab"), "--agent-dir", agentBinaries(t), "--node-ttl", "3s")
+	cli := func(args ...string) string {
+		t.Helper()
+		out, errOut, code := run(t, append(args, "--server", s.URL, "--data-dir", s.DataDir)...)
+		if code != 0 {
+			t.Fatalf("bootfleet %s: exit %d\n%s", strings.Join(args, " "), code, errOut)
+		}
+		return out
+	}
+	macA, macB := "52:54:00:aa:00:01", "52:54:00:aa:00:02"
+	nodeA := provision(t, s, macA, pmA)
+	nodeB := provision(t, s, macB, pmB)
+
+	waitUntil(t, "both nodes ready", 20*time.Second, func() bool {
+		var nodes []registry.Node
+		if err := json.Unmarshal([]byte(cli("nodes", "list", "-o", "json")), &nodes); err != nil {
+			t.Fatal(err)
+		}
+		ready := 0
+		for _, n := range nodes {
+			if n.State == registry.StateReady && n.Agent != nil && n.Agent.Runtime == "podman" && n.Agent.MemoryBytes > 0 {
+				ready++
+			}
+		}
+		return ready == 2
+	})
+
+	// A node's token is its own: wrong tokens and other nodes' are refused.
+	tokenA := strings.TrimPrefix(grepLine(t, filepath.Join(nodeA.root, "etc/bootfleet/agent.env"), "BOOTFLEET_TOKEN="), "BOOTFLEET_TOKEN=")
+	for _, c := range []struct{ mac, token string }{{macB, tokenA}, {macA, "nope"}, {macA, ""}} {
+		code := curl(t, "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "-H", "Authorization: Bearer "+c.token, "-d", "{}", s.URL+"/api/v1/agent/"+c.mac+"/heartbeat")
+		if code != "401" {
+			t.Errorf("heartbeat for %s with a foreign token: HTTP %s, want 401", c.mac, code)
+		}
+	}
+
+	unitFile := filepath.Join(t.TempDir(), "web.yaml")
+	os.WriteFile(unitFile, []byte(`name: web
+image: `+image+`
+command: ["sh", "-c", "echo hello from $BOOTFLEET_NODE replica $BOOTFLEET_REPLICA; exec sleep 600"]
+replicas: 2
+resources: {memory: 64m}
+`), 0o644)
+	// An invalid unit file: every error with its line, nothing submitted.
+	badFile := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(badFile, []byte("name: bad\nimage: x\nreplicas: -1\nconstraint: {}\n"), 0o644)
+	if _, errOut, code := run(t, "units", "submit", badFile, "--server", s.URL, "--data-dir", s.DataDir); code == 0 || !strings.Contains(errOut, "bad.yaml:4:1") {
+		t.Fatalf("bad unit file: exit %d, stderr %q", code, errOut)
+	}
+	cli("units", "submit", unitFile)
+	waitUntil(t, "one web replica on each node", 60*time.Second, func() bool {
+		a, b := nodeA.containers(t), nodeB.containers(t)
+		return len(a) == 1 && len(b) == 1 && (a["web-0"] == macA || a["web-1"] == macA) && (b["web-0"] == macB || b["web-1"] == macB)
+	})
+
+	logs := cli("units", "logs", "web", "--replica", "0")
+	if !strings.Contains(logs, "hello from 52:54:00:aa:00:0") || !strings.Contains(logs, "replica 0") {
+		t.Fatalf("units logs: %q", logs)
+	}
+	waitUntil(t, "container memory in units status and /metrics", 20*time.Second, func() bool {
+		var units []fleet.UnitStatus
+		json.Unmarshal([]byte(cli("units", "status", "web", "-o", "json")), &units)
+		if len(units) != 1 || len(units[0].Containers) != 2 {
+			return false
+		}
+		for _, c := range units[0].Containers {
+			if c.State != "running" || c.MemoryBytes <= 0 {
+				return false
+			}
+		}
+		return strings.Contains(curl(t, s.URL+"/metrics"), `bootfleet_unit_container_memory_bytes{node="`+macA+`",replica=`)
+	})
+	if table := cli("units", "list"); !strings.Contains(table, "web") || !strings.Contains(table, "2") {
+		t.Fatalf("units list: %s", table)
+	}
+
+	// Node A dies: after the TTL it is lost and its replica moves to B.
+	nodeA.kill9(t)
+	waitUntil(t, "both web replicas on node B", 30*time.Second, func() bool {
+		b := nodeB.containers(t)
+		return b["web-0"] == macB && b["web-1"] == macB
+	})
+	if show := cli("nodes", "show", macA); !strings.Contains(show, "lost") || !strings.Contains(show, "agent.lost") {
+		t.Fatalf("nodes show of the dead node:\n%s", show)
+	}
+
+	// A comes back: its stale container goes, nothing is duplicated.
+	nodeA.start(t)
+	waitUntil(t, "node A's stale container removed", 30*time.Second, func() bool { return len(nodeA.containers(t)) == 0 })
+	if b := nodeB.containers(t); len(b) != 2 {
+		t.Fatalf("node B after A's return: %v", b)
+	}
+
+	// A unit that cannot be placed says why.
+	os.WriteFile(unitFile, []byte("name: picky\nimage: "+image+"\nconstraints: {metadata: {role: db}}\n"), 0o644)
+	cli("units", "submit", unitFile)
+	waitUntil(t, "pending reason", 10*time.Second, func() bool {
+		return strings.Contains(cli("units", "status", "picky"), "no label role=db")
+	})
+
+	cli("units", "destroy", "web", "picky")
+	waitUntil(t, "containers removed", 30*time.Second, func() bool { return len(nodeB.containers(t)) == 0 })
+}
+
+func grepLine(t *testing.T, path, prefix string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, prefix) {
+			return l
+		}
+	}
+	t.Fatalf("%s has no line %s…", path, prefix)
+	return ""
+}
