@@ -266,6 +266,18 @@ resources: {memory: 64m}
 		return strings.Contains(cli("units", "status", "picky"), "no label role=db")
 	})
 
+	// The agent's budget: ≤ 12 MB stripped, ≤ 15 MB resident while it runs
+	// two containers.
+	bin, err := os.Stat(filepath.Join(nodeB.root, "opt/bootfleet/bin/bootfleet-agent"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rss := residentKiB(t, nodeB.cmd.Process.Pid)
+	t.Logf("agent: binary %.1f MB, resident %d KiB", float64(bin.Size())/1e6, rss)
+	if bin.Size() > 12e6 || rss > 15*1024 {
+		t.Errorf("agent over budget: binary %d bytes (max 12 MB), resident %d KiB (max 15 MiB)", bin.Size(), rss)
+	}
+
 	cli("units", "destroy", "web", "picky")
 	waitUntil(t, "containers removed", 30*time.Second, func() bool { return len(nodeB.containers(t)) == 0 })
 }
@@ -283,4 +295,15 @@ func grepLine(t *testing.T, path, prefix string) string {
 	}
 	t.Fatalf("%s has no line %s…", path, prefix)
 	return ""
+}
+
+// residentKiB is a process's resident set size (VmRSS) in KiB.
+func residentKiB(t *testing.T, pid int) int {
+	t.Helper()
+	line := grepLine(t, fmt.Sprintf("/proc/%d/status", pid), "VmRSS:")
+	var kib int
+	if _, err := fmt.Sscanf(strings.TrimPrefix(line, "VmRSS:"), "%d", &kib); err != nil {
+		t.Fatalf("VmRSS of %d: %q: %v", pid, line, err)
+	}
+	return kib
 }
