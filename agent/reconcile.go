@@ -174,20 +174,17 @@ func (a *Agent) ensureImage(ctx context.Context, ref string) error {
 	if ok, err := d.ImageExists(ctx, ref); err != nil || ok {
 		return err
 	}
-	base := a.currentServer()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/v1/agent/"+url.PathEscape(a.cfg.Node)+"/image?ref="+url.QueryEscape(ref), nil)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+a.cfg.Token)
-	resp, err := (&http.Client{Timeout: 10 * time.Minute}).Do(req)
-	if err == nil {
-		defer resp.Body.Close()
-		if resp.StatusCode == http.StatusOK {
-			a.log.Info("loading image archive from bootfleet", "image", ref)
-			if err := d.LoadImage(ctx, resp.Body); err != nil {
-				return fmt.Errorf("image %s: %w", ref, err)
-			}
+	// Any server of the cluster may hold the archive: the current one
+	// first.
+	a.mu.Lock()
+	servers := append(slices.Clone(a.cfg.Servers[a.server:]), a.cfg.Servers[:a.server]...)
+	a.mu.Unlock()
+	for _, base := range servers {
+		loaded, err := a.loadArchive(ctx, base, ref)
+		if err != nil {
+			return err
+		}
+		if loaded {
 			return nil
 		}
 	}
@@ -196,6 +193,29 @@ func (a *Agent) ensureImage(ctx context.Context, ref string) error {
 		return fmt.Errorf("image %s: not on this node, not among bootfleet's image archives, and the pull failed: %w", ref, err)
 	}
 	return nil
+}
+
+// loadArchive loads the image from one server's archives; loaded is false
+// when that server has none for it (or cannot be reached).
+func (a *Agent) loadArchive(ctx context.Context, base, ref string) (loaded bool, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/v1/agent/"+url.PathEscape(a.cfg.Node)+"/image?ref="+url.QueryEscape(ref), nil)
+	if err != nil {
+		return false, err
+	}
+	req.Header.Set("Authorization", "Bearer "+a.cfg.Token)
+	resp, err := (&http.Client{Timeout: 10 * time.Minute}).Do(req)
+	if err != nil {
+		return false, nil
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return false, nil
+	}
+	a.log.Info("loading image archive from bootfleet", "image", ref, "server", base)
+	if err := a.cfg.Docker.LoadImage(ctx, resp.Body); err != nil {
+		return false, fmt.Errorf("image %s from %s: %w", ref, base, err)
+	}
+	return true, nil
 }
 
 // sample returns the containers' states with a fresh resource sample each.

@@ -307,3 +307,68 @@ func residentKiB(t *testing.T, pid int) int {
 	}
 	return kib
 }
+
+// TestAgentFailsOverBetweenServers: two bootfleet servers on one etcd; the
+// agent knows both. Its server dies: it carries on with the other before
+// its node is lost, and its container is untouched.
+func TestAgentFailsOverBetweenServers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts podman and two servers")
+	}
+	pm := podmantest.Start(t)
+	etcdClient := "http://" + freePort(t)
+	dataDir := t.TempDir()
+	const image = "localhost/bootfleet-test/busybox:1"
+	os.MkdirAll(filepath.Join(dataDir, "container-images"), 0o755)
+	os.WriteFile(filepath.Join(dataDir, "container-images", "busybox.tar"), podmantest.BusyboxArchive(t, image), 0o644)
+	common := []string{"--profiles", filepath.Join(repoRoot(), "examples/lab"), "--agent-dir", agentBinaries(t), "--node-ttl", "4s"}
+	s1 := startServerIn(t, dataDir, freePort(t), etcdClient, "http://"+freePort(t), common...)
+	s2 := startServerIn(t, t.TempDir(), freePort(t), "http://"+freePort(t), "http://"+freePort(t), append(common, "--etcd-endpoints", etcdClient)...)
+
+	mac := "52:54:00:aa:00:07"
+	n := provision(t, s2, mac, pm)
+	// The node knows both servers, its own first (as a lab would write).
+	envPath := filepath.Join(n.root, "etc/bootfleet/agent.env")
+	env, _ := os.ReadFile(envPath)
+	os.WriteFile(envPath, []byte(strings.Replace(string(env), "BOOTFLEET_SERVER="+s2.URL, "BOOTFLEET_SERVER="+s2.URL+","+s1.URL, 1)), 0o600)
+	n.kill9(t)
+	n.start(t)
+
+	unitFile := filepath.Join(t.TempDir(), "pinned.yaml")
+	os.WriteFile(unitFile, []byte("name: pinned\nimage: "+image+"\ncommand: [sleep, \"600\"]\nconstraints: {node: \""+mac+"\"}\n"), 0o644)
+	if _, errOut, code := run(t, "units", "submit", unitFile, "--server", s1.URL, "--data-dir", s1.DataDir); code != 0 {
+		t.Fatalf("submit: %s", errOut)
+	}
+	var id string
+	waitUntil(t, "the container running", 60*time.Second, func() bool {
+		for name := range n.containers(t) {
+			if name == "pinned-0" {
+				return true
+			}
+		}
+		return false
+	})
+	d, _ := agent.NewDocker(pm.Host)
+	cs, _ := d.Containers(context.Background(), agent.LabelUnit+"=pinned")
+	id = cs[0].ID
+
+	// s2 dies; the agent moves to s1 within the TTL: never lost.
+	s2.cmd.Process.Kill()
+	<-s2.done
+	s2.done <- nil
+	waitUntil(t, "the agent on s1", 15*time.Second, func() bool {
+		return strings.Contains(n.log.String(), `msg="trying the next server" server=`+s1.URL)
+	})
+	time.Sleep(5 * time.Second) // longer than the TTL
+	show, errOut, code := run(t, "nodes", "show", mac, "--server", s1.URL, "--data-dir", s1.DataDir)
+	if code != 0 {
+		t.Fatal(errOut)
+	}
+	if strings.Contains(show, "agent.lost") || !strings.Contains(show, "ready") {
+		t.Fatalf("node after failover:\n%s", show)
+	}
+	cs, _ = d.Containers(context.Background(), agent.LabelUnit+"=pinned")
+	if len(cs) != 1 || cs[0].ID != id || cs[0].State != "running" {
+		t.Fatalf("container after failover: %+v (was %s)", cs, id)
+	}
+}
