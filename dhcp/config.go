@@ -50,6 +50,9 @@ type Config struct {
 	// Workers bounds the packets handled at once; default 64 (most of them
 	// wait for the lease fsync, which their ACKs then share).
 	Workers int
+	// BlockSize is the number of addresses per block when the pool is
+	// shared among servers (Options.Blocks); default 64.
+	BlockSize int
 }
 
 // BootConfig says where clients find their boot files.

@@ -39,6 +39,8 @@ var (
 	errNotOurs    = errors.New("address not in this server's subnet")
 	errTaken      = errors.New("address held by another client")
 	errReservedTo = errors.New("address reserved for another client")
+	// errOtherServer: the address is in a block another server owns.
+	errOtherServer = errors.New("address in another server's block")
 )
 
 // pool allocates addresses. It is not safe for concurrent use; the server
@@ -53,6 +55,10 @@ type pool struct {
 	byMAC      map[string]*Lease
 	byIP       map[netip.Addr]*Lease
 	cursor     uint32
+	// With a shared pool: the block size and the blocks (by index from
+	// start) this server owns; owned is nil when the pool is all ours.
+	blockSize uint32
+	owned     map[uint32]bool
 }
 
 func newPool(cfg Config, server string) *pool {
@@ -74,6 +80,58 @@ func addr(u uint32) netip.Addr {
 	var b [4]byte
 	binary.BigEndian.PutUint32(b[:], u)
 	return netip.AddrFrom4(b)
+}
+
+// shareInBlocks makes the pool shared: until blocks are added, this server
+// owns no address.
+func (p *pool) shareInBlocks(size uint32) {
+	p.blockSize, p.owned = size, map[uint32]bool{}
+}
+
+// owns says whether this server may hand out ip from its pool.
+func (p *pool) owns(ip netip.Addr) bool {
+	return p.owned == nil || (p.inPool(ip) && p.owned[(u32(ip)-p.start)/p.blockSize])
+}
+
+// blocks returns the first address of every block of the pool, and
+// whether this server owns it.
+func (p *pool) blocks() (firsts []netip.Addr, owned []bool) {
+	for u := uint64(p.start); u <= uint64(p.end); u += uint64(p.blockSize) {
+		firsts = append(firsts, addr(uint32(u)))
+		owned = append(owned, p.owned[(uint32(u)-p.start)/p.blockSize])
+	}
+	return firsts, owned
+}
+
+// setOwned replaces the set of owned blocks.
+func (p *pool) setOwned(firsts []netip.Addr) {
+	p.owned = map[uint32]bool{}
+	for _, f := range firsts {
+		if p.inPool(f) {
+			p.owned[(u32(f)-p.start)/p.blockSize] = true
+		}
+	}
+}
+
+// freeOwned counts the addresses of owned blocks that an offer could take
+// now without reusing an expired lease.
+func (p *pool) freeOwned() int {
+	n := 0
+	for b := range p.owned {
+		first := p.start + b*p.blockSize
+		last := min(uint64(first)+uint64(p.blockSize)-1, uint64(p.end))
+		for u := uint64(first); u <= last; u++ {
+			ip := addr(uint32(u))
+			if _, used := p.byIP[ip]; used {
+				continue
+			}
+			if _, res := p.reservedBy[ip]; res {
+				continue
+			}
+			n++
+		}
+	}
+	return n
 }
 
 func (p *pool) inPool(ip netip.Addr) bool {
@@ -102,10 +160,10 @@ func (p *pool) offer(mac string, requested netip.Addr, now time.Time) (netip.Add
 	if ip, ok := p.reserved[mac]; ok {
 		return p.hold(mac, ip, now), nil
 	}
-	if l, ok := p.byMAC[mac]; ok && p.inPool(l.IP) && p.usable(l.IP, mac, now) == nil {
+	if l, ok := p.byMAC[mac]; ok && p.inPool(l.IP) && p.owns(l.IP) && p.usable(l.IP, mac, now) == nil {
 		return p.hold(mac, l.IP, now), nil
 	}
-	if p.inPool(requested) && p.usable(requested, mac, now) == nil {
+	if p.inPool(requested) && p.owns(requested) && p.usable(requested, mac, now) == nil {
 		return p.hold(mac, requested, now), nil
 	}
 	size := p.end - p.start + 1
@@ -116,6 +174,9 @@ func (p *pool) offer(mac string, requested netip.Addr, now time.Time) (netip.Add
 			p.cursor = p.start
 		}
 		ip := addr(u)
+		if !p.owns(ip) {
+			continue
+		}
 		if _, used := p.byIP[ip]; used {
 			continue
 		}
@@ -130,7 +191,7 @@ func (p *pool) offer(mac string, requested netip.Addr, now time.Time) (netip.Add
 		if l.State == StateBound || !now.After(l.Expires) && l.State != StateReleased {
 			continue
 		}
-		if _, res := p.reservedBy[l.IP]; res {
+		if _, res := p.reservedBy[l.IP]; res || !p.owns(l.IP) {
 			continue
 		}
 		if best == nil || l.Expires.Before(best.Expires) {
@@ -175,6 +236,9 @@ func (p *pool) bind(mac string, ip netip.Addr, hostname string, now time.Time) (
 		if owner, ok := p.reservedBy[ip]; !ok || owner != mac {
 			return Lease{}, fmt.Errorf("%v is outside the pool: %w", ip, errNotOurs)
 		}
+	}
+	if _, res := p.reserved[mac]; !res && p.inPool(ip) && !p.owns(ip) {
+		return Lease{}, fmt.Errorf("%v: %w", ip, errOtherServer)
 	}
 	if want, res := p.reserved[mac]; res && want != ip {
 		return Lease{}, fmt.Errorf("%v: %s has the reservation %v: %w", ip, mac, want, errTaken)

@@ -38,6 +38,9 @@ type Options struct {
 	OnEvent func(Event) // must not block
 	// ServerName names this server in leases; default the server IP.
 	ServerName string
+	// Blocks, when set, shares the pool with other servers: this server
+	// offers only addresses of the blocks it has claimed (full mode).
+	Blocks BlockClaimer
 	Now        func() time.Time
 }
 
@@ -51,6 +54,8 @@ type Server struct {
 
 	mu   sync.Mutex
 	pool *pool
+	// claim asks the block manager for another block at once (pool full).
+	claim chan struct{}
 
 	conn *net.UDPConn
 }
@@ -114,6 +119,14 @@ func New(cfg Config, opts Options) (*Server, error) {
 			return nil, errors.New("dhcp: full mode needs a lease store")
 		}
 		s.pool = newPool(cfg, opts.ServerName)
+		if opts.Blocks != nil {
+			if cfg.BlockSize <= 0 {
+				cfg.BlockSize = 64
+				s.cfg.BlockSize = 64
+			}
+			s.pool.shareInBlocks(uint32(cfg.BlockSize))
+			s.claim = make(chan struct{}, 1)
+		}
 		leases, err := opts.Store.Load()
 		if err != nil {
 			return nil, err
@@ -178,6 +191,12 @@ type packet struct {
 func (s *Server) Run(ctx context.Context) error {
 	if err := s.Listen(); err != nil {
 		return err
+	}
+	if s.opts.Blocks != nil && s.pool != nil {
+		if err := s.initBlocks(ctx); err != nil {
+			return err
+		}
+		go s.manageBlocks(ctx)
 	}
 	s.log.Info("dhcp serving", "mode", s.cfg.Mode, "interface", s.cfg.Interface, "server", s.cfg.ServerIP, "pool", fmt.Sprintf("%v-%v", s.cfg.PoolStart, s.cfg.PoolEnd))
 	work := make(chan packet, 1024)
@@ -310,6 +329,12 @@ func (s *Server) full(req *dhcpv4.DHCPv4, c Client) *dhcpv4.DHCPv4 {
 		if err != nil {
 			s.log.Warn("dhcp: no offer", "mac", mac, "error", err)
 			s.m.dropped.WithLabelValues("pool_full").Inc()
+			if s.claim != nil {
+				select {
+				case s.claim <- struct{}{}:
+				default:
+				}
+			}
 			return nil
 		}
 		reply := s.reply(req, c, dhcpv4.MessageTypeOffer, ip)
@@ -330,6 +355,10 @@ func (s *Server) full(req *dhcpv4.DHCPv4, c Client) *dhcpv4.DHCPv4 {
 		s.mu.Lock()
 		lease, err := s.pool.bind(mac, ip, req.HostName(), now)
 		s.mu.Unlock()
+		if errors.Is(err, errOtherServer) {
+			// Another server of the cluster owns it: its answer, not ours.
+			return nil
+		}
 		if err != nil {
 			// Authoritative: an address this server cannot give (another
 			// network's, another client's) is refused, so the client starts over.
