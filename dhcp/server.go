@@ -41,7 +41,7 @@ type Options struct {
 	// Blocks, when set, shares the pool with other servers: this server
 	// offers only addresses of the blocks it has claimed (full mode).
 	Blocks BlockClaimer
-	Now        func() time.Time
+	Now    func() time.Time
 }
 
 // Server answers DHCP on one interface.
