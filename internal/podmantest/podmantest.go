@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -105,6 +106,7 @@ func Start(t testing.TB) *Service {
 				t.Logf("podman service log:\n%s", lastLines(string(b), 40))
 			}
 		}
+		killLeftovers(t, dir)
 		exec.Command("ip", "netns", "del", ns).Run()
 		os.RemoveAll(dir)
 	})
@@ -128,6 +130,25 @@ func Start(t testing.TB) *Service {
 		time.Sleep(100 * time.Millisecond)
 	}
 	return &Service{Host: "unix://" + sock, Podman: podman}
+}
+
+// killLeftovers kills every process still running from the service's
+// directory (conmon and containers that podman rm did not take), so a test
+// leaves nothing behind.
+func killLeftovers(t testing.TB, dir string) {
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil || !bytes.Contains(b, []byte(dir)) {
+			continue
+		}
+		pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		t.Logf("podmantest: killing leftover process %d: %s", pid, strings.ReplaceAll(string(b[:min(len(b), 120)]), "\x00", " "))
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
 }
 
 func lastLines(s string, n int) string {
