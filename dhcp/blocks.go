@@ -2,35 +2,85 @@ package dhcp
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
 	"time"
 )
 
-// BlockClaimer shares a pool among the servers of a cluster in blocks of
-// addresses (the registry implements it over etcd). Each server hands out
-// only addresses of its own blocks, so a DHCP exchange never waits for the
-// cluster and no two servers offer one address.
-type BlockClaimer interface {
-	// Owned returns the first addresses of the blocks this server holds.
-	Owned(ctx context.Context) ([]netip.Addr, error)
-	// Claim takes the first free (or stale) block among candidates.
-	Claim(ctx context.Context, candidates []netip.Addr) (netip.Addr, error)
-	// Renew keeps this server's claims alive and returns those it holds.
-	Renew(ctx context.Context) ([]netip.Addr, error)
-}
-
 // blockRenewInterval is how often claims are renewed; the registry treats
 // a claim as stale only after far longer (more than a lease time).
 const blockRenewInterval = time.Minute
 
-// initBlocks loads this server's blocks, claiming a first one when it has
-// none, before the server answers anything.
-func (s *Server) initBlocks(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+// initShared joins the cluster's pool before the server answers anything:
+// this server's blocks (a first one claimed when it has none) and every
+// server's leases; then it keeps both up to date in the background.
+func (s *Server) initShared(ctx context.Context) error {
+	ictx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	owned, err := s.opts.Blocks.Owned(ctx)
+	if err := s.initBlocks(ictx); err != nil {
+		return err
+	}
+	table, rev, err := s.opts.Shared.Leases(ictx)
+	if err != nil {
+		return fmt.Errorf("dhcp: load the cluster's leases: %w", err)
+	}
+	published := map[netip.Addr]bool{}
+	s.mu.Lock()
+	for _, v := range table {
+		var l Lease
+		if json.Unmarshal(v, &l) == nil {
+			s.pool.merge(l)
+			if l.Server == s.opts.ServerName {
+				published[l.IP] = true
+			}
+		}
+	}
+	// Leases of this server that the table misses (a crash before they
+	// were published) go out now.
+	var missing []Lease
+	for _, l := range s.pool.leases() {
+		if l.Server == s.opts.ServerName && !published[l.IP] {
+			missing = append(missing, l)
+		}
+	}
+	s.mu.Unlock()
+	for _, l := range missing {
+		s.publish(l)
+	}
+	go s.manageBlocks(ctx)
+	go s.opts.Shared.Run(ctx)
+	go func() {
+		for v := range s.opts.Shared.WatchLeases(ctx, rev) {
+			var l Lease
+			if json.Unmarshal(v, &l) != nil || l.Server == s.opts.ServerName {
+				continue
+			}
+			s.mu.Lock()
+			s.pool.merge(l)
+			s.mu.Unlock()
+		}
+	}()
+	return nil
+}
+
+// publish hands a lease to the cluster's lease table (write-behind).
+func (s *Server) publish(l Lease) {
+	if s.opts.Shared == nil {
+		return
+	}
+	b, err := json.Marshal(l)
+	if err != nil {
+		return
+	}
+	s.opts.Shared.PublishLease(l.IP.String(), b)
+}
+
+// initBlocks loads this server's blocks, claiming a first one when it has
+// none.
+func (s *Server) initBlocks(ctx context.Context) error {
+	owned, err := s.opts.Shared.Owned(ctx)
 	if err != nil {
 		return fmt.Errorf("dhcp: load address blocks: %w", err)
 	}
@@ -59,7 +109,7 @@ func (s *Server) claimBlock(ctx context.Context) error {
 	if len(candidates) == 0 {
 		return errors.New("this server owns every block already")
 	}
-	first, err := s.opts.Blocks.Claim(ctx, candidates)
+	first, err := s.opts.Shared.Claim(ctx, candidates)
 	if err != nil {
 		return err
 	}
@@ -88,7 +138,7 @@ func (s *Server) manageBlocks(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-renew.C:
-			held, err := s.opts.Blocks.Renew(ctx)
+			held, err := s.opts.Shared.Renew(ctx)
 			if err != nil {
 				s.log.Warn("dhcp: renewing address blocks failed", "error", err)
 				continue

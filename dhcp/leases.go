@@ -238,7 +238,12 @@ func (p *pool) bind(mac string, ip netip.Addr, hostname string, now time.Time) (
 		}
 	}
 	if _, res := p.reserved[mac]; !res && p.inPool(ip) && !p.owns(ip) {
-		return Lease{}, fmt.Errorf("%v: %w", ip, errOtherServer)
+		// Another server's block: answer only a client rebinding to the
+		// address the cluster's lease table says it holds (its server is
+		// gone, or it would have answered the renewal).
+		if l, ok := p.byIP[ip]; !ok || l.MAC != mac || l.State != StateBound || !now.Before(l.Expires) {
+			return Lease{}, fmt.Errorf("%v: %w", ip, errOtherServer)
+		}
 	}
 	if want, res := p.reserved[mac]; res && want != ip {
 		return Lease{}, fmt.Errorf("%v: %s has the reservation %v: %w", ip, mac, want, errTaken)
@@ -270,6 +275,25 @@ func (p *pool) decline(mac string, ip netip.Addr, now time.Time) (Lease, bool) {
 	l := &Lease{IP: ip, State: StateDeclined, Expires: now.Add(quarantine), Server: p.server}
 	p.byIP[ip] = l
 	return *l, true
+}
+
+// merge takes in a lease from the cluster's lease table when it is newer
+// than what the pool knows of that address (or of that client).
+func (p *pool) merge(l Lease) bool {
+	if !l.IP.Is4() || l.State == StateOffered {
+		return false
+	}
+	if cur, ok := p.byIP[l.IP]; ok && !l.Expires.After(cur.Expires) {
+		return false
+	}
+	if l.MAC != "" {
+		if cur, ok := p.byMAC[l.MAC]; ok && cur.IP != l.IP && cur.State == StateBound && cur.Expires.After(l.Expires) {
+			return false // the client has a newer lease elsewhere
+		}
+	}
+	c := l
+	p.set(&c)
+	return true
 }
 
 // restore replays a persisted lease.

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/bootfleet/bootfleet/registry"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 )
@@ -38,9 +40,12 @@ type Options struct {
 	OnEvent func(Event) // must not block
 	// ServerName names this server in leases; default the server IP.
 	ServerName string
-	// Blocks, when set, shares the pool with other servers: this server
-	// offers only addresses of the blocks it has claimed (full mode).
-	Blocks BlockClaimer
+	// Shared, when set, shares the pool with the other servers of an etcd
+	// cluster (full mode): this server offers only addresses of the blocks
+	// it has claimed, publishes its leases to the cluster's lease table and
+	// learns the others' (to list them and to take over a stopped
+	// server's clients when they rebind).
+	Shared *registry.SharedPool
 	Now    func() time.Time
 }
 
@@ -119,7 +124,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 			return nil, errors.New("dhcp: full mode needs a lease store")
 		}
 		s.pool = newPool(cfg, opts.ServerName)
-		if opts.Blocks != nil {
+		if opts.Shared != nil {
 			if cfg.BlockSize <= 0 {
 				cfg.BlockSize = 64
 				s.cfg.BlockSize = 64
@@ -192,11 +197,10 @@ func (s *Server) Run(ctx context.Context) error {
 	if err := s.Listen(); err != nil {
 		return err
 	}
-	if s.opts.Blocks != nil && s.pool != nil {
-		if err := s.initBlocks(ctx); err != nil {
+	if s.opts.Shared != nil && s.pool != nil {
+		if err := s.initShared(ctx); err != nil {
 			return err
 		}
-		go s.manageBlocks(ctx)
 	}
 	s.log.Info("dhcp serving", "mode", s.cfg.Mode, "interface", s.cfg.Interface, "server", s.cfg.ServerIP, "pool", fmt.Sprintf("%v-%v", s.cfg.PoolStart, s.cfg.PoolEnd))
 	work := make(chan packet, 1024)
@@ -372,6 +376,7 @@ func (s *Server) full(req *dhcpv4.DHCPv4, c Client) *dhcpv4.DHCPv4 {
 			s.m.dropped.WithLabelValues("store_error").Inc()
 			return nil
 		}
+		s.publish(lease)
 		reply := s.reply(req, c, dhcpv4.MessageTypeAck, ip)
 		s.event(req, c, "ack", ip, reply.BootFileName)
 		return reply
@@ -385,6 +390,7 @@ func (s *Server) full(req *dhcpv4.DHCPv4, c Client) *dhcpv4.DHCPv4 {
 			if err := s.opts.Store.Put(lease); err != nil {
 				s.log.Warn("dhcp: release not stored", "mac", mac, "error", err)
 			}
+			s.publish(lease)
 		}
 		s.event(req, c, "release", ip, "")
 		return nil
@@ -399,6 +405,7 @@ func (s *Server) full(req *dhcpv4.DHCPv4, c Client) *dhcpv4.DHCPv4 {
 			if err := s.opts.Store.Put(lease); err != nil {
 				s.log.Warn("dhcp: decline not stored", "mac", mac, "error", err)
 			}
+			s.publish(lease)
 		}
 		s.event(req, c, "decline", ip, "")
 		return nil

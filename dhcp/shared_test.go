@@ -6,9 +6,14 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"golang.org/x/sys/unix"
 
 	"github.com/bootfleet/bootfleet/internal/netnstest"
 	"github.com/bootfleet/bootfleet/registry"
@@ -51,23 +56,24 @@ func TestTwoServersShareThePool(t *testing.T) {
 
 	type srv struct {
 		s      *Server
-		blocks *registry.Blocks
+		blocks *registry.SharedPool
+		stop   func()
 	}
 	servers := map[string]srv{}
 	for _, name := range []string{"s1", "s2"} {
 		ip := netip.MustParseAddr(map[string]string{"s1": "10.77.7.1", "s2": "10.77.7.2"}[name])
 		cfg := Config{Mode: ModeFull, Interface: "eth0", ServerIP: ip, Subnet: netip.MustParsePrefix("10.77.7.0/24"),
-			PoolStart: netip.MustParseAddr("10.77.7.100"), PoolEnd: netip.MustParseAddr("10.77.7.163"), LeaseTime: time.Hour,
-			BlockSize: 4, Boot: boot}
+			PoolStart: netip.MustParseAddr("10.77.7.10"), PoolEnd: netip.MustParseAddr("10.77.7.249"), LeaseTime: time.Hour,
+			BlockSize: 8, Boot: boot}
 		store, err := OpenFileStore(filepath.Join(t.TempDir(), "leases.jsonl"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		blocks, err := registry.NewBlocks(registry.BlocksConfig{Client: cli, Pool: "10.77.7.0/24", Server: name, StaleAfter: 2 * time.Hour})
+		blocks, err := registry.NewSharedPool(registry.SharedPoolConfig{Client: cli, Pool: "10.77.7.0/24", Server: name, StaleAfter: 2 * time.Hour})
 		if err != nil {
 			t.Fatal(err)
 		}
-		s, err := New(cfg, Options{Store: store, Blocks: blocks, ServerName: name})
+		s, err := New(cfg, Options{Store: store, Shared: blocks, ServerName: name})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -77,8 +83,10 @@ func TestTwoServersShareThePool(t *testing.T) {
 		rctx, rcancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- s.Run(rctx) }()
-		t.Cleanup(func() { rcancel(); <-done })
-		servers[name] = srv{s, blocks}
+		var once sync.Once
+		stop := func() { once.Do(func() { rcancel(); <-done }) }
+		t.Cleanup(stop)
+		servers[name] = srv{s, blocks, stop}
 	}
 
 	got := make([]string, clients)
@@ -92,6 +100,11 @@ func TestTwoServersShareThePool(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	// And 200 simulated clients (distinct MACs) from one namespace, each
+	// taking the first offer of the two.
+	for _, g := range simulateClients(t, lan.Hosts["c0"], 200) {
+		got = append(got, g)
+	}
 
 	seen := map[string]bool{}
 	for _, g := range got {
@@ -106,24 +119,165 @@ func TestTwoServersShareThePool(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bound := 0
+	// Each lease comes from a block of the server that granted it, and
+	// either server lists every lease (the cluster's lease table).
 	for name, sv := range servers {
-		for _, l := range sv.s.Leases() {
-			if l.State != StateBound {
-				continue
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			bound := 0
+			for _, l := range sv.s.Leases() {
+				if l.State != StateBound {
+					continue
+				}
+				bound++
+				first := netip.AddrFrom4([4]byte{10, 77, 7, byte(10 + (int(l.IP.As4()[3])-10)/8*8)})
+				if owners[first] != l.Server {
+					t.Fatalf("%s lists a lease on %v granted by %s from block %v, which %q owns", name, l.IP, l.Server, first, owners[first])
+				}
+				if !seen[l.IP.String()] {
+					t.Fatalf("%s lists a lease on %v that no client got", name, l.IP)
+				}
 			}
-			bound++
-			first := netip.AddrFrom4([4]byte{10, 77, 7, byte(100 + (int(l.IP.As4()[3])-100)/4*4)})
-			if owners[first] != name {
-				t.Errorf("%s leased %v from block %v, which %q owns", name, l.IP, first, owners[first])
+			if bound == len(got) {
+				break
 			}
-			if !seen[l.IP.String()] {
-				t.Errorf("%s has a lease on %v that no client got", name, l.IP)
+			if time.Now().After(deadline) {
+				t.Fatalf("%s lists %d bound leases, want all %d", name, bound, len(got))
 			}
+			time.Sleep(50 * time.Millisecond)
 		}
 	}
-	if bound != clients {
-		t.Errorf("%d bound leases across both servers for %d clients: %v", bound, clients, got)
+	per := map[string]int{}
+	for _, g := range got {
+		per[g[strings.LastIndexByte(g, ' ')+1:]]++
 	}
-	t.Logf("clients: %v; blocks: %v", got, owners)
+	t.Logf("%d clients bound, by server %v; blocks %v", len(got), per, owners)
+
+	// The server of client 0 stops. Client 0 rebinding (broadcast REQUEST
+	// with its address, no server identifier) is acknowledged by the
+	// other server, with the same address.
+	ip := netip.MustParseAddr(strings.Fields(got[0])[0])
+	gone, other, otherIP := "s1", "s2", net.IPv4(10, 77, 7, 2)
+	if strings.HasSuffix(got[0], "from 10.77.7.2") {
+		gone, other, otherIP = "s2", "s1", net.IPv4(10, 77, 7, 1)
+	}
+	servers[gone].stop()
+	ack := rebind(t, lan.Hosts["c0"], ip)
+	if ack == nil || ack.MessageType() != dhcpv4.MessageTypeAck || !ack.YourIPAddr.Equal(ip.AsSlice()) || !ack.ServerIdentifier().Equal(otherIP) {
+		t.Fatalf("rebinding %v after %s stopped: %v", ip, gone, ack)
+	}
+	var taken bool
+	for _, l := range servers[other].s.Leases() {
+		taken = taken || (l.IP == ip && l.Server == other && l.State == StateBound)
+	}
+	if !taken {
+		t.Errorf("%s acknowledged %v but holds no lease for it", other, ip)
+	}
+}
+
+// simulateClients runs n DHCP exchanges from one namespace with made-up
+// MACs (as perfdhcp does), taking the first offer, and returns
+// "ip from server" per MAC. Every client must end bound.
+func simulateClients(t *testing.T, ns string, n int) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	err := netnstest.In(ns, func() error {
+		lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+			return c.Control(func(fd uintptr) {
+				unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_BROADCAST, 1)
+				unix.BindToDevice(int(fd), "eth0")
+			})
+		}}
+		pc, err := lc.ListenPacket(context.Background(), "udp4", ":68")
+		if err != nil {
+			return err
+		}
+		defer pc.Close()
+		buf := make([]byte, 1500)
+		exchange := func(m *dhcpv4.DHCPv4, want dhcpv4.MessageType) *dhcpv4.DHCPv4 {
+			for try := 0; try < 4; try++ {
+				pc.WriteTo(m.ToBytes(), &net.UDPAddr{IP: net.IPv4bcast, Port: 67})
+				pc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+				for {
+					k, _, err := pc.ReadFrom(buf)
+					if err != nil {
+						break
+					}
+					r, err := dhcpv4.FromBytes(buf[:k])
+					if err == nil && r.TransactionID == m.TransactionID && r.MessageType() == want {
+						return r
+					}
+				}
+			}
+			return nil
+		}
+		for i := range n {
+			mac := net.HardwareAddr{0x02, 0xbf, 0, 0, byte(i >> 8), byte(i)}
+			disc, _ := dhcpv4.NewDiscovery(mac, dhcpv4.WithBroadcast(true))
+			offer := exchange(disc, dhcpv4.MessageTypeOffer)
+			if offer == nil {
+				return fmt.Errorf("client %v: no offer", mac)
+			}
+			req, _ := dhcpv4.NewRequestFromOffer(offer, dhcpv4.WithBroadcast(true))
+			ack := exchange(req, dhcpv4.MessageTypeAck)
+			if ack == nil {
+				return fmt.Errorf("client %v: no ACK for %v from %v", mac, offer.YourIPAddr, offer.ServerIdentifier())
+			}
+			out[mac.String()] = ack.YourIPAddr.String() + " from " + ack.ServerIdentifier().String()
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// rebind sends a REBINDING request (RFC 2131 4.3.2: ciaddr set, broadcast,
+// no server identifier) from the client's namespace and returns the reply.
+func rebind(t *testing.T, ns string, ip netip.Addr) *dhcpv4.DHCPv4 {
+	t.Helper()
+	var reply *dhcpv4.DHCPv4
+	err := netnstest.In(ns, func() error {
+		lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+			return c.Control(func(fd uintptr) {
+				unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_BROADCAST, 1)
+				unix.BindToDevice(int(fd), "eth0")
+			})
+		}}
+		pc, err := lc.ListenPacket(context.Background(), "udp4", ":68")
+		if err != nil {
+			return err
+		}
+		defer pc.Close()
+		ifi, err := net.InterfaceByName("eth0")
+		if err != nil {
+			return err
+		}
+		req, err := dhcpv4.New(dhcpv4.WithHwAddr(ifi.HardwareAddr), dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest),
+			dhcpv4.WithClientIP(ip.AsSlice()), dhcpv4.WithBroadcast(true))
+		if err != nil {
+			return err
+		}
+		buf := make([]byte, 1500)
+		for try := 0; try < 3 && reply == nil; try++ {
+			pc.WriteTo(req.ToBytes(), &net.UDPAddr{IP: net.IPv4bcast, Port: 67})
+			pc.SetReadDeadline(time.Now().Add(time.Second))
+			for {
+				n, _, err := pc.ReadFrom(buf)
+				if err != nil {
+					break
+				}
+				if m, err := dhcpv4.FromBytes(buf[:n]); err == nil && m.TransactionID == req.TransactionID {
+					reply = m
+					break
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return reply
 }

@@ -346,17 +346,17 @@ func serve(ctx context.Context, cfg Config, profilesExplicit bool, stderr io.Wri
 
 	g, gctx := errgroup.WithContext(ctx)
 	if cfg.DHCP.Mode != "off" {
-		var blocks dhcp.BlockClaimer
+		var shared *registry.SharedPool
 		if cfg.DHCP.Mode == "full" {
-			// Servers sharing this etcd cluster share the pool in blocks.
-			b, err := registry.NewBlocks(registry.BlocksConfig{Client: etcdClient, Pool: cfg.DHCP.Pool.Start + "-" + cfg.DHCP.Pool.End,
+			// Servers sharing this etcd cluster share the pool in blocks,
+			// and their leases in one table.
+			shared, err = registry.NewSharedPool(registry.SharedPoolConfig{Client: etcdClient, Pool: cfg.DHCP.Pool.Start + "-" + cfg.DHCP.Pool.End,
 				Server: serverName, StaleAfter: cfg.DHCP.LeaseTime + 10*time.Minute})
 			if err != nil {
 				return err
 			}
-			blocks = b
 		}
-		dhcpServer, err = newDHCP(cfg, reg, log, func(e dhcp.Event) { recorder.Record(dhcpObservation(e)) }, blocks)
+		dhcpServer, err = newDHCP(cfg, reg, log, func(e dhcp.Event) { recorder.Record(dhcpObservation(e)) }, shared)
 		if err != nil {
 			return err
 		}
@@ -457,7 +457,7 @@ func probeEtcd(ctx context.Context, cli *clientv3.Client, health *atomic.Pointer
 
 // newDHCP builds the DHCP server from the config: the interface's own
 // address and subnet, boot URLs on this server, leases in the data dir.
-func newDHCP(cfg Config, reg prometheus.Registerer, log *slog.Logger, onEvent func(dhcp.Event), blocks dhcp.BlockClaimer) (*dhcp.Server, error) {
+func newDHCP(cfg Config, reg prometheus.Registerer, log *slog.Logger, onEvent func(dhcp.Event), shared *registry.SharedPool) (*dhcp.Server, error) {
 	ifi, err := net.InterfaceByName(cfg.DHCP.Interface)
 	if err != nil {
 		return nil, fmt.Errorf("dhcp: interface %q: %w (list interfaces with `ip link`)", cfg.DHCP.Interface, err)
@@ -512,7 +512,7 @@ func newDHCP(cfg Config, reg prometheus.Registerer, log *slog.Logger, onEvent fu
 		}
 		store = fs
 	}
-	return dhcp.New(dcfg, dhcp.Options{Store: store, Blocks: blocks, Log: log.With("component", "dhcp"), Metrics: reg, OnEvent: onEvent, ServerName: serverID(cfg)})
+	return dhcp.New(dcfg, dhcp.Options{Store: store, Shared: shared, Log: log.With("component", "dhcp"), Metrics: reg, OnEvent: onEvent, ServerName: serverID(cfg)})
 }
 
 // dhcpObservation turns a DHCP exchange into a registry observation: a

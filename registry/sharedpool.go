@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -15,23 +16,28 @@ import (
 // ErrNoBlock means every block of the pool is claimed by a live server.
 var ErrNoBlock = errors.New("every address block of the pool is claimed by another server")
 
-// Blocks shares a DHCP pool among the bootfleet servers of one etcd
+// SharedPool shares a DHCP pool among the bootfleet servers of one etcd
 // cluster: each server claims blocks of addresses and hands out addresses
 // only from its own blocks, from memory and its own durable record, so no
 // DHCP packet waits for a consensus round and no two servers ever offer
 // the same address. A claim is renewed while its server lives; a block
 // whose claim was not renewed for StaleAfter (longer than a lease, so every
 // lease in it has ended) may be claimed by another server.
-type Blocks struct {
+type SharedPool struct {
 	cli        *clientv3.Client
 	prefix     string
 	server     string
 	staleAfter time.Duration
 	now        func() time.Time
+
+	leasePrefix string
+	mu          sync.Mutex
+	pending     map[string][]byte // lease key → value, not yet written
+	kick        chan struct{}
 }
 
-// BlocksConfig configures Blocks.
-type BlocksConfig struct {
+// SharedPoolConfig configures a SharedPool.
+type SharedPoolConfig struct {
 	Client *clientv3.Client
 	// Prefix of the keys; default "/bootfleet/".
 	Prefix string
@@ -49,8 +55,8 @@ type blockClaim struct {
 	Renewed time.Time `json:"renewed"`
 }
 
-// NewBlocks returns the block claims of one pool.
-func NewBlocks(cfg BlocksConfig) (*Blocks, error) {
+// NewSharedPool returns the shared state of one pool.
+func NewSharedPool(cfg SharedPoolConfig) (*SharedPool, error) {
 	if cfg.Client == nil || cfg.Server == "" || cfg.Pool == "" {
 		return nil, errors.New("registry: blocks need a client, a server name and a pool")
 	}
@@ -61,14 +67,15 @@ func NewBlocks(cfg BlocksConfig) (*Blocks, error) {
 		return nil, errors.New("registry: blocks need StaleAfter (longer than a lease)")
 	}
 	pool := strings.NewReplacer("/", "_", ":", "_").Replace(cfg.Pool)
-	return &Blocks{cli: cfg.Client, prefix: strings.TrimSuffix(cfg.Prefix, "/") + "/dhcp/blocks/" + pool + "/",
-		server: cfg.Server, staleAfter: cfg.StaleAfter, now: time.Now}, nil
+	base := strings.TrimSuffix(cfg.Prefix, "/") + "/dhcp/"
+	return &SharedPool{cli: cfg.Client, prefix: base + "blocks/" + pool + "/", leasePrefix: base + "leases/" + pool + "/",
+		server: cfg.Server, staleAfter: cfg.StaleAfter, now: time.Now, pending: map[string][]byte{}, kick: make(chan struct{}, 1)}, nil
 }
 
-func (b *Blocks) key(first netip.Addr) string { return b.prefix + first.String() }
+func (b *SharedPool) key(first netip.Addr) string { return b.prefix + first.String() }
 
 // Owned returns the first addresses of the blocks this server holds.
-func (b *Blocks) Owned(ctx context.Context) ([]netip.Addr, error) {
+func (b *SharedPool) Owned(ctx context.Context) ([]netip.Addr, error) {
 	owners, err := b.Owners(ctx)
 	if err != nil {
 		return nil, err
@@ -83,7 +90,7 @@ func (b *Blocks) Owned(ctx context.Context) ([]netip.Addr, error) {
 }
 
 // Owners maps each claimed block to its server.
-func (b *Blocks) Owners(ctx context.Context) (map[netip.Addr]string, error) {
+func (b *SharedPool) Owners(ctx context.Context) (map[netip.Addr]string, error) {
 	resp, err := b.cli.Get(ctx, b.prefix, clientv3.WithPrefix())
 	if err != nil {
 		return nil, fmt.Errorf("registry: read DHCP blocks: %w", err)
@@ -104,7 +111,7 @@ func (b *Blocks) Owners(ctx context.Context) (map[netip.Addr]string, error) {
 
 // Claim takes the first of candidates that is free, or whose claim is
 // stale, and returns it.
-func (b *Blocks) Claim(ctx context.Context, candidates []netip.Addr) (netip.Addr, error) {
+func (b *SharedPool) Claim(ctx context.Context, candidates []netip.Addr) (netip.Addr, error) {
 	mine, _ := json.Marshal(blockClaim{Server: b.server, Renewed: b.now().UTC()})
 	for _, first := range candidates {
 		key := b.key(first)
@@ -145,7 +152,7 @@ func (b *Blocks) Claim(ctx context.Context, candidates []netip.Addr) (netip.Addr
 
 // Renew refreshes this server's claims and returns the blocks it still
 // holds (a claim taken over while this server was away is lost to it).
-func (b *Blocks) Renew(ctx context.Context) ([]netip.Addr, error) {
+func (b *SharedPool) Renew(ctx context.Context) ([]netip.Addr, error) {
 	resp, err := b.cli.Get(ctx, b.prefix, clientv3.WithPrefix())
 	if err != nil {
 		return nil, fmt.Errorf("registry: renew DHCP blocks: %w", err)
@@ -170,4 +177,123 @@ func (b *Blocks) Renew(ctx context.Context) ([]netip.Addr, error) {
 		}
 	}
 	return held, nil
+}
+
+// PublishLease queues a lease (JSON, keyed by address) for the cluster's
+// lease table; Run writes the queue in batches. A newer value for the same
+// key replaces a queued one. It never blocks: the local durable record is
+// what an ACK waits for.
+func (b *SharedPool) PublishLease(key string, value []byte) {
+	b.mu.Lock()
+	b.pending[key] = value
+	b.mu.Unlock()
+	select {
+	case b.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run writes published leases to etcd until ctx ends, in batches of up to
+// 100, retrying what failed.
+func (b *SharedPool) Run(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			_ = b.flush(fctx)
+			cancel()
+			return nil
+		case <-b.kick:
+		}
+		select { // let a burst gather
+		case <-ctx.Done():
+		case <-time.After(20 * time.Millisecond):
+		}
+		if err := b.flush(ctx); err != nil && ctx.Err() == nil {
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+			select {
+			case b.kick <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+func (b *SharedPool) flush(ctx context.Context) error {
+	b.mu.Lock()
+	batch := b.pending
+	b.pending = map[string][]byte{}
+	b.mu.Unlock()
+	ops := make([]clientv3.Op, 0, len(batch))
+	for k, v := range batch {
+		ops = append(ops, clientv3.OpPut(b.leasePrefix+k, string(v)))
+	}
+	for len(ops) > 0 {
+		n := min(len(ops), 100)
+		if _, err := b.cli.Txn(ctx).Then(ops[:n]...).Commit(); err != nil {
+			// Put back what was not written, unless newer values came.
+			b.mu.Lock()
+			for _, op := range ops {
+				k := strings.TrimPrefix(string(op.KeyBytes()), b.leasePrefix)
+				if _, newer := b.pending[k]; !newer {
+					b.pending[k] = batch[k]
+				}
+			}
+			b.mu.Unlock()
+			return fmt.Errorf("registry: publish DHCP leases: %w", err)
+		}
+		ops = ops[n:]
+	}
+	return nil
+}
+
+// Leases returns the cluster's lease table (key → value) and the revision
+// it was read at, for WatchLeases.
+func (b *SharedPool) Leases(ctx context.Context) (map[string][]byte, int64, error) {
+	resp, err := b.cli.Get(ctx, b.leasePrefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, 0, fmt.Errorf("registry: read DHCP leases: %w", err)
+	}
+	out := make(map[string][]byte, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		out[strings.TrimPrefix(string(kv.Key), b.leasePrefix)] = kv.Value
+	}
+	return out, resp.Header.Revision, nil
+}
+
+// WatchLeases streams changes of the lease table after rev (values of
+// every server, this one's included) until ctx ends; a watch that fails
+// resumes from the last revision seen.
+func (b *SharedPool) WatchLeases(ctx context.Context, rev int64) <-chan []byte {
+	out := make(chan []byte, 256)
+	go func() {
+		defer close(out)
+		for ctx.Err() == nil {
+			wch := b.cli.Watch(clientv3.WithRequireLeader(ctx), b.leasePrefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+			for resp := range wch {
+				if resp.Err() != nil {
+					break
+				}
+				for _, ev := range resp.Events {
+					rev = ev.Kv.ModRevision
+					if ev.Type != clientv3.EventTypePut {
+						continue
+					}
+					select {
+					case out <- ev.Kv.Value:
+					case <-ctx.Done():
+						return
+					}
+				}
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}()
+	return out
 }
