@@ -43,13 +43,14 @@ type Agent struct {
 	hc     *http.Client // calls that answer at once
 	pollHC *http.Client // long polls
 
-	mu         sync.Mutex
-	server     int // index into cfg.Servers of the server in use
-	orders     Orders
-	status     map[string]ContainerStatus // by container name
-	prevStats  map[string]Stats           // by container ID, for CPU %
-	restarts   map[string]time.Time       // container ID → last restart by the agent
-	reconciled chan struct{}              // closed after each reconcile (tests)
+	mu        sync.Mutex
+	server    int // index into cfg.Servers of the server in use
+	orders    Orders
+	status    map[string]ContainerStatus // by container name
+	prevStats map[string]Stats           // by container ID, for CPU %
+	restarts  map[string]time.Time       // container ID → last restart by the agent
+	work      chan []Assignment          // the latest assignments, for the reconciler
+	removing  map[string]bool            // container IDs being removed in the background
 }
 
 // New checks the config and returns an Agent.
@@ -84,6 +85,8 @@ func New(cfg Config) (*Agent, error) {
 		status:    map[string]ContainerStatus{},
 		prevStats: map[string]Stats{},
 		restarts:  map[string]time.Time{},
+		work:      make(chan []Assignment, 1),
+		removing:  map[string]bool{},
 	}, nil
 }
 
@@ -149,6 +152,9 @@ func (a *Agent) failover() {
 // Run joins and stays joined until ctx ends, reconnecting with backoff
 // when the server goes away (a restart, a failover).
 func (a *Agent) Run(ctx context.Context) error {
+	// Reconciling (image loads, containers that take their grace period to
+	// stop) never holds up heartbeats: it has a goroutine of its own.
+	go a.reconciler(ctx)
 	backoff := 500 * time.Millisecond
 	for {
 		joined, err := a.session(ctx)
@@ -223,7 +229,7 @@ func (a *Agent) session(ctx context.Context) (joined bool, err error) {
 			a.mu.Lock()
 			o := a.orders
 			a.mu.Unlock()
-			a.reconcile(ctx, o.Assignments) // restarts what died, re-creates what vanished
+			a.want(o.Assignments) // restarts what died, re-creates what vanished
 		}
 	}
 }
@@ -269,7 +275,38 @@ func (a *Agent) handle(ctx context.Context, o Orders) {
 	}
 	if changed {
 		a.log.Info("new orders", "generation", o.Generation, "assignments", len(o.Assignments))
-		a.reconcile(ctx, o.Assignments)
+		a.want(o.Assignments)
+	}
+}
+
+// want hands the reconciler the latest assignments; ones it has not
+// started on yet are replaced.
+func (a *Agent) want(as []Assignment) {
+	if as == nil {
+		return
+	}
+	for {
+		select {
+		case a.work <- as:
+			return
+		default:
+			select {
+			case <-a.work:
+			default:
+			}
+		}
+	}
+}
+
+// reconciler applies assignments one set at a time, the newest first.
+func (a *Agent) reconciler(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case as := <-a.work:
+			a.reconcile(ctx, as)
+		}
 	}
 }
 

@@ -152,6 +152,7 @@ func TestReconcile(t *testing.T) {
 		t.Fatal("reconcile replaced an unchanged container")
 	}
 	a.reconcile(ctx, []Assignment{sleeper("web", 0, "h2")})
+	waitRemoved(t, a)
 	got = ours()
 	if len(got) != 1 || got["web-0"].ID == firstID || got["web-0"].Labels[LabelHash] != "h2" {
 		t.Fatalf("after change: %+v", got)
@@ -184,12 +185,29 @@ func TestReconcile(t *testing.T) {
 	}
 
 	a.reconcile(ctx, []Assignment{})
+	waitRemoved(t, a)
 	if got := ours(); len(got) != 0 {
 		t.Fatalf("empty orders left %+v", got)
 	}
 	for _, id := range []string{foreign, otherNode} {
 		if _, err := d.InspectContainer(ctx, id); err != nil {
 			t.Fatalf("reconcile touched a container that is not its own: %v", err)
+		}
+	}
+}
+
+// waitRemoved waits for the agent's background removals to end.
+func waitRemoved(t *testing.T, a *Agent) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		a.mu.Lock()
+		n := len(a.removing)
+		a.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("removals still running after 20s")
 		}
 	}
 }

@@ -67,25 +67,28 @@ func (a *Agent) reconcile(ctx context.Context, assignments []Assignment) {
 		}
 		a.setStatus(name, st)
 	}
-	for name, c := range byName {
-		if wanted[name] {
-			continue
-		}
-		a.log.Info("removing container no longer assigned", "container", name)
-		if err := d.RemoveContainer(ctx, c.ID, a.cfg.StopGrace); err != nil {
-			a.log.Error("removing container failed", "container", name, "error", err)
-			continue
-		}
-	}
+	// A removal waits for the container's grace period: it goes on in the
+	// background, so new assignments are not held up behind it.
 	a.mu.Lock()
+	for name, c := range byName {
+		if wanted[name] || a.removing[c.ID] {
+			continue
+		}
+		a.removing[c.ID] = true
+		go func() {
+			a.log.Info("removing container no longer assigned", "container", name)
+			if err := d.RemoveContainer(ctx, c.ID, a.cfg.StopGrace); err != nil {
+				a.log.Error("removing container failed", "container", name, "error", err)
+			}
+			a.mu.Lock()
+			delete(a.removing, c.ID)
+			a.mu.Unlock()
+		}()
+	}
 	for name := range a.status {
 		if !wanted[name] {
 			delete(a.status, name)
 		}
-	}
-	if a.reconciled != nil {
-		close(a.reconciled)
-		a.reconciled = nil
 	}
 	a.mu.Unlock()
 }

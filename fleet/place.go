@@ -46,6 +46,7 @@ type nodeLoad struct {
 	memory int64
 	cpus   float64
 	units  map[string]int // unit name → replicas on the node
+	count  int            // replicas on the node, all units
 }
 
 func (n *nodeLoad) fits(r Resources) bool {
@@ -62,6 +63,7 @@ func (n *nodeLoad) add(u Unit) {
 	n.memory += u.Resources.MemoryBytes()
 	n.cpus += u.Resources.CPUs
 	n.units[u.Name]++
+	n.count++
 }
 
 // memoryFree is the share of the node's memory still free (1 when unknown).
@@ -91,6 +93,11 @@ func Place(units []Unit, nodes []Candidate, prev map[string]Placement) map[strin
 	slices.SortFunc(order, func(a, b *nodeLoad) int { return strings.Compare(a.c.MAC, b.c.MAC) })
 	units = orderByMachineOf(units)
 	out := make(map[string]Placement, len(units))
+	idx := unitIndex{byName: make(map[string]*Unit, len(units))}
+	for i := range units {
+		idx.byName[units[i].Name] = &units[i]
+		idx.anyConflicts = idx.anyConflicts || len(units[i].Constraints.Conflicts) > 0
+	}
 
 	// Keep what still holds, for all units first, so that new placements
 	// see everything that stays.
@@ -114,7 +121,7 @@ func Place(units []Unit, nodes []Candidate, prev map[string]Placement) map[strin
 				if l.units[u.Name] > 0 {
 					continue
 				}
-				if reason := exclude(u, l, loads, units); reason != "" {
+				if reason := exclude(u, l, idx); reason != "" {
 					if l.c.Ready && staticOK(u, l.c) {
 						why.add(reason) // a node that should run it but cannot
 					}
@@ -125,14 +132,14 @@ func Place(units []Unit, nodes []Candidate, prev map[string]Placement) map[strin
 			}
 			p.Pending = total(why)
 		} else {
-			for idx := range u.Replicas {
-				if slices.ContainsFunc(p.Replicas, func(r Replica) bool { return r.Index == idx }) {
+			for n := range u.Replicas {
+				if slices.ContainsFunc(p.Replicas, func(r Replica) bool { return r.Index == n }) {
 					continue
 				}
 				var best *nodeLoad
 				why = reasons{}
 				for _, l := range order {
-					if reason := exclude(u, l, loads, units); reason != "" {
+					if reason := exclude(u, l, idx); reason != "" {
 						why.add(reason)
 						continue
 					}
@@ -144,7 +151,7 @@ func Place(units []Unit, nodes []Candidate, prev map[string]Placement) map[strin
 					p.Pending++
 					continue
 				}
-				p.Replicas = append(p.Replicas, Replica{Index: idx, Node: best.c.MAC})
+				p.Replicas = append(p.Replicas, Replica{Index: n, Node: best.c.MAC})
 				best.add(u)
 			}
 		}
@@ -181,8 +188,15 @@ func staticOK(u Unit, c Candidate) bool {
 	return true
 }
 
+// unitIndex finds units by name, and knows whether any unit has conflicts
+// at all (most fleets have none, and then no node's units need checking).
+type unitIndex struct {
+	byName       map[string]*Unit
+	anyConflicts bool
+}
+
 // exclude says why a node cannot take one more replica of u, or "".
-func exclude(u Unit, l *nodeLoad, loads map[string]*nodeLoad, units []Unit) string {
+func exclude(u Unit, l *nodeLoad, idx unitIndex) string {
 	c := l.c
 	if !c.Ready {
 		return "not ready"
@@ -190,19 +204,27 @@ func exclude(u Unit, l *nodeLoad, loads map[string]*nodeLoad, units []Unit) stri
 	if u.Constraints.Node != "" && u.Constraints.Node != c.MAC {
 		return "not node " + u.Constraints.Node
 	}
-	for _, k := range slices.Sorted(maps.Keys(u.Constraints.Metadata)) {
-		if want := u.Constraints.Metadata[k]; c.Labels[k] != want {
-			return fmt.Sprintf("no label %s=%s", k, want)
+	for k, want := range u.Constraints.Metadata {
+		if c.Labels[k] != want {
+			// Name the first missing label in a stable order.
+			for _, k := range slices.Sorted(maps.Keys(u.Constraints.Metadata)) {
+				if want := u.Constraints.Metadata[k]; c.Labels[k] != want {
+					return fmt.Sprintf("no label %s=%s", k, want)
+				}
+			}
 		}
 	}
 	for name, n := range l.units {
+		if !idx.anyConflicts {
+			break
+		}
 		if n == 0 || name == u.Name {
 			continue
 		}
 		if matchesAny(u.Constraints.Conflicts, name) {
 			return "runs conflicting unit " + name
 		}
-		if other := unitNamed(units, name); other != nil && matchesAny(other.Constraints.Conflicts, u.Name) {
+		if other := idx.byName[name]; other != nil && matchesAny(other.Constraints.Conflicts, u.Name) {
 			return "runs unit " + name + " which conflicts with it"
 		}
 	}
@@ -217,15 +239,6 @@ func exclude(u Unit, l *nodeLoad, loads map[string]*nodeLoad, units []Unit) stri
 	return ""
 }
 
-func unitNamed(units []Unit, name string) *Unit {
-	for i := range units {
-		if units[i].Name == name {
-			return &units[i]
-		}
-	}
-	return nil
-}
-
 // better says whether a is a better home than b for another replica of u.
 func better(u Unit, a, b *nodeLoad) bool {
 	if x, y := a.units[u.Name], b.units[u.Name]; x != y {
@@ -234,7 +247,7 @@ func better(u Unit, a, b *nodeLoad) bool {
 	if x, y := a.memoryFree(), b.memoryFree(); x != y {
 		return x > y
 	}
-	if x, y := total(a.units), total(b.units); x != y {
+	if x, y := a.count, b.count; x != y {
 		return x < y
 	}
 	return a.c.MAC < b.c.MAC
@@ -249,27 +262,44 @@ func total(m map[string]int) int {
 }
 
 // orderByMachineOf puts every unit after the unit its machine_of names, so
-// the followed unit is placed first; otherwise by name.
+// the followed unit is placed first; among equals, the most constrained
+// first (pinned to a node, then by the number of labels required), so that
+// a unit free to go anywhere does not take the one place a pinned unit
+// could go; then by name.
 func orderByMachineOf(units []Unit) []Unit {
 	sorted := slices.Clone(units)
 	slices.SortFunc(sorted, func(a, b Unit) int { return strings.Compare(a.Name, b.Name) })
-	depth := map[string]int{}
+	byName := make(map[string]*Unit, len(sorted))
+	for i := range sorted {
+		byName[sorted[i].Name] = &sorted[i]
+	}
+	depth := make(map[string]int, len(sorted))
 	var depthOf func(name string, seen map[string]bool) int
 	depthOf = func(name string, seen map[string]bool) int {
 		if d, ok := depth[name]; ok {
 			return d
 		}
-		u := unitNamed(sorted, name)
+		u := byName[name]
 		if u == nil || u.Constraints.MachineOf == "" || seen[name] {
-			return 0
+			return 0 // a cycle ends here; the unit stays pending with its reason
 		}
 		seen[name] = true
 		d := depthOf(u.Constraints.MachineOf, seen) + 1
 		depth[name] = d
 		return d
 	}
+	type key struct{ depth, pinned, labels int }
+	keys := make(map[string]key, len(sorted))
+	for _, u := range sorted {
+		k := key{depth: depthOf(u.Name, map[string]bool{}), pinned: 1, labels: -len(u.Constraints.Metadata)}
+		if u.Constraints.Node != "" {
+			k.pinned = 0
+		}
+		keys[u.Name] = k
+	}
 	slices.SortStableFunc(sorted, func(a, b Unit) int {
-		return cmp.Compare(depthOf(a.Name, map[string]bool{}), depthOf(b.Name, map[string]bool{}))
+		x, y := keys[a.Name], keys[b.Name]
+		return cmp.Or(cmp.Compare(x.depth, y.depth), cmp.Compare(x.pinned, y.pinned), cmp.Compare(x.labels, y.labels))
 	})
 	return sorted
 }

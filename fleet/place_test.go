@@ -1,6 +1,7 @@
 package fleet
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -47,6 +48,8 @@ func TestPlace(t *testing.T) {
 			nodes: three, unit: "w", wantNodes: b + " " + c},
 		{name: "conflicts both ways", units: []Unit{{Name: "db", Image: "x", Replicas: 1, Constraints: Constraints{Node: a, Conflicts: []string{"w"}}}, {Name: "w", Image: "x", Replicas: 1, Constraints: Constraints{Node: a}}},
 			nodes: three, unit: "w", wantPending: 1, wantReason: "1 node runs unit db which conflicts with it"},
+		{name: "pinned unit placed before a unit that conflicts with it", units: []Unit{{Name: "apart", Image: "x", Replicas: 1, Constraints: Constraints{Conflicts: []string{"db-*"}}},
+			{Name: "db-main", Image: "x", Replicas: 1, Constraints: Constraints{Node: a}}}, nodes: three, unit: "db-main", wantNodes: a},
 		{name: "machine_of", units: []Unit{{Name: "a-follower", Image: "x", Replicas: 1, Constraints: Constraints{MachineOf: "proxy"}}, {Name: "proxy", Image: "x", Replicas: 1, Constraints: Constraints{Node: c}}},
 			nodes: three, unit: "a-follower", wantNodes: c},
 		{name: "global", units: []Unit{{Name: "g", Image: "x", Global: true, Constraints: Constraints{Metadata: loadgen}}}, nodes: three, unit: "g", wantNodes: a + " " + c},
@@ -87,4 +90,31 @@ func TestHashChangesWithSpec(t *testing.T) {
 	if u.Hash() == h {
 		t.Error("hash does not change with the image")
 	}
+}
+
+// BenchmarkPlace1000Units100Nodes: the scheduler placing 1,000 units (one
+// to four replicas, a third with label constraints, some with memory) over
+// 100 nodes from nothing, as after a restart of the whole fleet.
+func BenchmarkPlace1000Units100Nodes(b *testing.B) {
+	var nodes []Candidate
+	for i := range 100 {
+		labels := map[string]string{"rack": fmt.Sprintf("r%d", i%4)}
+		nodes = append(nodes, Candidate{MAC: fmt.Sprintf("52:54:00:00:%02x:%02x", i/256, i%256), Ready: true, Labels: labels, MemoryBytes: 64 << 30, CPUs: 32})
+	}
+	var units []Unit
+	for i := range 1000 {
+		u := Unit{Name: fmt.Sprintf("u%04d", i), Image: "x", Replicas: 1 + i%4, Resources: Resources{Memory: "256m", CPUs: 0.25}}
+		if i%3 == 0 {
+			u.Constraints.Metadata = map[string]string{"rack": fmt.Sprintf("r%d", i%4)}
+		}
+		units = append(units, u)
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		p := Place(units, nodes, nil)
+		if p["u0999"].Pending != 0 {
+			b.Fatal(p["u0999"].Reason)
+		}
+	}
+	b.ReportMetric(float64(len(units))*float64(b.N)/b.Elapsed().Seconds(), "units/s")
 }

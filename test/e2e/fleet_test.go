@@ -215,11 +215,13 @@ resources: {memory: 64m}
 	if _, errOut, code := run(t, "units", "submit", badFile, "--server", s.URL, "--data-dir", s.DataDir); code == 0 || !strings.Contains(errOut, "bad.yaml:4:1") {
 		t.Fatalf("bad unit file: exit %d, stderr %q", code, errOut)
 	}
+	submitted := time.Now()
 	cli("units", "submit", unitFile)
 	waitUntil(t, "one web replica on each node", 60*time.Second, func() bool {
 		a, b := nodeA.containers(t), nodeB.containers(t)
 		return len(a) == 1 && len(b) == 1 && (a["web-0"] == macA || a["web-1"] == macA) && (b["web-0"] == macB || b["web-1"] == macB)
 	})
+	t.Logf("FIGURE unit submitted to both replicas running (image loaded from the server): %s", time.Since(submitted).Round(10*time.Millisecond))
 
 	logs := cli("units", "logs", "web", "--replica", "0")
 	if !strings.Contains(logs, "hello from 52:54:00:aa:00:0") || !strings.Contains(logs, "replica 0") {
@@ -242,12 +244,54 @@ resources: {memory: 64m}
 		t.Fatalf("units list: %s", table)
 	}
 
+	// Constraints on real agents: a global unit runs everywhere; a pinned
+	// unit, one that conflicts with it, one that follows it, and a label
+	// set by the operator steers one.
+	cli("nodes", "label", macB, "tier=edge")
+	sleeper := "image: " + image + "\ncommand: [sleep, \"600\"]\n"
+	placed := filepath.Join(t.TempDir(), "placed.yaml")
+	os.WriteFile(placed, []byte("name: everywhere\nglobal: true\n"+sleeper+
+		"---\nname: db-main\nconstraints: {node: \""+macA+"\"}\n"+sleeper+
+		"---\nname: apart\nconstraints: {conflicts: [\"db-*\"]}\n"+sleeper+
+		"---\nname: beside-db\nconstraints: {machine_of: db-main}\n"+sleeper+
+		"---\nname: edge\nconstraints: {metadata: {tier: edge}}\n"+sleeper), 0o644)
+	cli("units", "submit", placed)
+	want := map[string]map[string]string{
+		macA: {"everywhere-0": macA, "db-main-0": macA, "beside-db-0": macA},
+		macB: {"everywhere-0": macB, "apart-0": macB, "edge-0": macB},
+	}
+	waitUntil(t, "constrained units where they belong", 60*time.Second, func() bool {
+		for n, wantOn := range map[*node]map[string]string{nodeA: want[macA], nodeB: want[macB]} {
+			have := n.containers(t)
+			for name, mac := range wantOn {
+				if have[name] != mac {
+					return false
+				}
+			}
+			if len(have) != len(wantOn)+1 { // and its web replica
+				return false
+			}
+		}
+		return true
+	})
+	cli("units", "destroy", "everywhere", "db-main", "apart", "beside-db", "edge")
+	waitUntil(t, "constrained units gone", 30*time.Second, func() bool {
+		return len(nodeA.containers(t)) == 1 && len(nodeB.containers(t)) == 1
+	})
+
 	// Node A dies: after the TTL it is lost and its replica moves to B.
+	killed := time.Now()
 	nodeA.kill9(t)
 	waitUntil(t, "both web replicas on node B", 30*time.Second, func() bool {
 		b := nodeB.containers(t)
 		return b["web-0"] == macB && b["web-1"] == macB
 	})
+	// The bound: running elsewhere within TTL + 2 s of the kill.
+	if moved := time.Since(killed); moved > 3*time.Second+2*time.Second {
+		t.Errorf("replica running on another node %s after the kill; want within TTL (3s) + 2s", moved)
+	} else {
+		t.Logf("FIGURE kill -9 of an agent to its replica running on another node (TTL 3s): %s", moved.Round(10*time.Millisecond))
+	}
 	if show := cli("nodes", "show", macA); !strings.Contains(show, "lost") || !strings.Contains(show, "agent.lost") {
 		t.Fatalf("nodes show of the dead node:\n%s", show)
 	}
@@ -273,7 +317,11 @@ resources: {memory: 64m}
 		t.Fatal(err)
 	}
 	rss := residentKiB(t, nodeB.cmd.Process.Pid)
-	t.Logf("agent: binary %.1f MB, resident %d KiB", float64(bin.Size())/1e6, rss)
+	before := cpuTicks(t, nodeB.cmd.Process.Pid)
+	time.Sleep(5 * time.Second)
+	t.Logf("FIGURE agent CPU while idle with two containers, heartbeat every 1s: %.2f%% of a core",
+		float64(cpuTicks(t, nodeB.cmd.Process.Pid)-before)/100/5*100)
+	t.Logf("FIGURE agent binary %.1f MB stripped, resident %.1f MiB", float64(bin.Size())/1e6, float64(rss)/1024)
 	if bin.Size() > 12e6 || rss > 15*1024 {
 		t.Errorf("agent over budget: binary %d bytes (max 12 MB), resident %d KiB (max 15 MiB)", bin.Size(), rss)
 	}
@@ -371,4 +419,19 @@ func TestAgentFailsOverBetweenServers(t *testing.T) {
 	if len(cs) != 1 || cs[0].ID != id || cs[0].State != "running" {
 		t.Fatalf("container after failover: %+v (was %s)", cs, id)
 	}
+}
+
+// cpuTicks is a process's user+system CPU time in clock ticks (1/100 s).
+func cpuTicks(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Fields after the command (which may hold spaces) start after ")".
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	var utime, stime int
+	fmt.Sscan(f[11], &utime)
+	fmt.Sscan(f[12], &stime)
+	return utime + stime
 }
