@@ -2,7 +2,7 @@
 # make bench: every side-by-side benchmark, results into bench/RESULTS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/install-deps.sh nginx wrk curl tftpd-hpa kea-admin kea-dhcp4-server dnsmasq-base iproute2
+./scripts/install-deps.sh nginx wrk curl tftpd-hpa kea-admin kea-dhcp4-server dnsmasq-base iproute2 podman runc busybox-static
 # The Debian packages start their daemons; the benchmarks run their own.
 for svc in kea-dhcp4-server tftpd-hpa nginx; do systemctl stop "$svc" 2>/dev/null || service "$svc" stop 2>/dev/null || true; done
 out=bench/out; mkdir -p "$out"
@@ -17,6 +17,8 @@ out=bench/out; mkdir -p "$out"
   ./bench/dhcp.sh 10
   echo
   ./bench/tftp.sh 3
+  echo
+  ./bench/fleet.sh
   echo
   echo "### Go benchmarks"
   echo
