@@ -114,7 +114,7 @@ func (s *Server) claimBlock(ctx context.Context) error {
 		return err
 	}
 	s.mu.Lock()
-	s.pool.owned[(u32(first)-s.pool.start)/s.pool.blockSize] = true
+	s.pool.addOwned(first)
 	s.mu.Unlock()
 	s.log.Debug("dhcp: claimed an address block", "first", first, "size", s.cfg.BlockSize)
 	return nil
@@ -129,7 +129,7 @@ func (s *Server) manageBlocks(ctx context.Context) {
 	renew := time.NewTicker(blockRenewInterval)
 	defer renew.Stop()
 	s.mu.Lock()
-	lastFree := s.pool.freeOwned()
+	lastFree := s.pool.freeAhead()
 	s.mu.Unlock()
 	exhausted := false
 	var lastTry time.Time
@@ -149,9 +149,22 @@ func (s *Server) manageBlocks(ctx context.Context) {
 			continue
 		case <-tick.C:
 		case <-s.claim:
+			// An offer found no address, whatever the scan position says.
+			s.mu.Lock()
+			lastFree = s.pool.freeAhead()
+			s.mu.Unlock()
+			if !exhausted || time.Since(lastTry) >= 10*time.Second {
+				lastTry = time.Now()
+				if err := s.claimBlock(ctx); err != nil {
+					exhausted = true
+				} else {
+					exhausted = false
+				}
+			}
+			continue
 		}
 		s.mu.Lock()
-		free := s.pool.freeOwned()
+		free := s.pool.freeAhead()
 		s.mu.Unlock()
 		used := max(lastFree-free, 0)
 		want := max(s.cfg.BlockSize, 2*used)

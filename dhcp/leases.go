@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"time"
 )
@@ -59,6 +60,11 @@ type pool struct {
 	// start) this server owns; owned is nil when the pool is all ours.
 	blockSize uint32
 	owned     map[uint32]bool
+	// ownedList is owned, sorted, for the allocation scan; blockCursor
+	// and offset say where the scan goes on.
+	ownedList   []uint32
+	blockCursor int
+	offset      uint32
 }
 
 func newPool(cfg Config, server string) *pool {
@@ -111,27 +117,65 @@ func (p *pool) setOwned(firsts []netip.Addr) {
 			p.owned[(u32(f)-p.start)/p.blockSize] = true
 		}
 	}
+	p.indexOwned()
 }
 
-// freeOwned counts the addresses of owned blocks that an offer could take
-// now without reusing an expired lease.
-func (p *pool) freeOwned() int {
-	n := 0
-	for b := range p.owned {
-		first := p.start + b*p.blockSize
-		last := min(uint64(first)+uint64(p.blockSize)-1, uint64(p.end))
-		for u := uint64(first); u <= last; u++ {
-			ip := addr(uint32(u))
-			if _, used := p.byIP[ip]; used {
-				continue
-			}
-			if _, res := p.reservedBy[ip]; res {
-				continue
-			}
-			n++
-		}
+// addOwned adds one block (by its first address).
+func (p *pool) addOwned(first netip.Addr) {
+	if p.inPool(first) {
+		p.owned[(u32(first)-p.start)/p.blockSize] = true
+		p.indexOwned()
 	}
-	return n
+}
+
+func (p *pool) indexOwned() {
+	p.ownedList = p.ownedList[:0]
+	for b := range p.owned {
+		p.ownedList = append(p.ownedList, b)
+	}
+	slices.Sort(p.ownedList)
+	if p.blockCursor >= len(p.ownedList) {
+		p.blockCursor, p.offset = 0, 0
+	}
+}
+
+// nextOwnedFree finds a never-used address in the owned blocks, going on
+// from where the last search stopped, so an offer costs O(1) while the
+// blocks have room.
+func (p *pool) nextOwnedFree() (netip.Addr, bool) {
+	total := len(p.ownedList) * int(p.blockSize)
+	for i := 0; i < total; i++ {
+		if p.blockCursor >= len(p.ownedList) {
+			p.blockCursor, p.offset = 0, 0
+		}
+		u := uint64(p.start) + uint64(p.ownedList[p.blockCursor])*uint64(p.blockSize) + uint64(p.offset)
+		p.offset++
+		if p.offset >= p.blockSize {
+			p.blockCursor, p.offset = p.blockCursor+1, 0
+		}
+		if u > uint64(p.end) {
+			continue
+		}
+		ip := addr(uint32(u))
+		if _, used := p.byIP[ip]; used {
+			continue
+		}
+		if _, res := p.reservedBy[ip]; res {
+			continue
+		}
+		return ip, true
+	}
+	return netip.Addr{}, false
+}
+
+// freeAhead is how many addresses of the owned blocks the allocation scan
+// has not reached yet: cheap, and what claiming ahead needs (an offer that
+// finds none asks for a block at once anyway).
+func (p *pool) freeAhead() int {
+	if p.blockCursor >= len(p.ownedList) {
+		return 0
+	}
+	return (len(p.ownedList)-p.blockCursor)*int(p.blockSize) - int(p.offset)
 }
 
 func (p *pool) inPool(ip netip.Addr) bool {
@@ -166,24 +210,27 @@ func (p *pool) offer(mac string, requested netip.Addr, now time.Time) (netip.Add
 	if p.inPool(requested) && p.owns(requested) && p.usable(requested, mac, now) == nil {
 		return p.hold(mac, requested, now), nil
 	}
-	size := p.end - p.start + 1
-	for i := uint32(0); i < size; i++ {
-		u := p.cursor
-		p.cursor++
-		if p.cursor > p.end {
-			p.cursor = p.start
+	if p.owned != nil {
+		if ip, ok := p.nextOwnedFree(); ok {
+			return p.hold(mac, ip, now), nil
 		}
-		ip := addr(u)
-		if !p.owns(ip) {
-			continue
+	} else {
+		size := p.end - p.start + 1
+		for i := uint32(0); i < size; i++ {
+			u := p.cursor
+			p.cursor++
+			if p.cursor > p.end {
+				p.cursor = p.start
+			}
+			ip := addr(u)
+			if _, used := p.byIP[ip]; used {
+				continue
+			}
+			if _, res := p.reservedBy[ip]; res {
+				continue
+			}
+			return p.hold(mac, ip, now), nil
 		}
-		if _, used := p.byIP[ip]; used {
-			continue
-		}
-		if _, res := p.reservedBy[ip]; res {
-			continue
-		}
-		return p.hold(mac, ip, now), nil
 	}
 	// Reuse: the address whose lease ended longest ago.
 	var best *Lease

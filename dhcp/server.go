@@ -61,6 +61,8 @@ type Server struct {
 	pool *pool
 	// claim asks the block manager for another block at once (pool full).
 	claim chan struct{}
+	// noOffer limits the log of refused DISCOVERs to one a second.
+	noOffer logLimit
 
 	conn *net.UDPConn
 }
@@ -126,8 +128,15 @@ func New(cfg Config, opts Options) (*Server, error) {
 		s.pool = newPool(cfg, opts.ServerName)
 		if opts.Shared != nil {
 			if cfg.BlockSize <= 0 {
-				cfg.BlockSize = 64
-				s.cfg.BlockSize = 64
+				// About 32 blocks per pool, at least 8 addresses each: a
+				// storm claims few blocks, and several servers still get
+				// their share.
+				size := int(u32(cfg.PoolEnd)-u32(cfg.PoolStart)+1) / 32
+				cfg.BlockSize = 8
+				for cfg.BlockSize < size && cfg.BlockSize < 4096 {
+					cfg.BlockSize *= 2
+				}
+				s.cfg.BlockSize = cfg.BlockSize
 			}
 			s.pool.shareInBlocks(uint32(cfg.BlockSize))
 			s.claim = make(chan struct{}, 1)
@@ -331,7 +340,9 @@ func (s *Server) full(req *dhcpv4.DHCPv4, c Client) *dhcpv4.DHCPv4 {
 		ip, err := s.pool.offer(mac, requested, now)
 		s.mu.Unlock()
 		if err != nil {
-			s.log.Warn("dhcp: no offer", "mac", mac, "error", err)
+			if s.noOffer.Allow() {
+				s.log.Warn("dhcp: no offer (further ones this second are only counted in bootfleet_dhcp_dropped_total)", "mac", mac, "error", err)
+			}
 			s.m.dropped.WithLabelValues("pool_full").Inc()
 			if s.claim != nil {
 				select {
@@ -550,4 +561,21 @@ func (r *rateLimiter) allow(key string, now time.Time) bool {
 	}
 	b.tokens--
 	return true
+}
+
+// logLimit allows one log line per second.
+type logLimit struct {
+	mu   sync.Mutex
+	last time.Time
+}
+
+// Allow says whether to log now.
+func (l *logLimit) Allow() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now := time.Now(); now.Sub(l.last) >= time.Second {
+		l.last = now
+		return true
+	}
+	return false
 }

@@ -107,6 +107,7 @@ func (f *Fleet) alivePrefix() string      { return f.prefix + "alive/" }
 func (f *Fleet) statusPrefix() string     { return f.prefix + "status/" }
 func (f *Fleet) logReqPrefix() string     { return f.prefix + "logreq/" }
 func (f *Fleet) logRespPrefix() string    { return f.prefix + "logresp/" }
+func (f *Fleet) membersPrefix() string    { return f.prefix + "members/" }
 
 // NodeTTL is how long a node may be silent before it is lost.
 func (f *Fleet) NodeTTL() time.Duration { return f.ttl }
@@ -165,29 +166,40 @@ func (f *Fleet) load(ctx context.Context) (int64, error) {
 func (f *Fleet) watch(ctx context.Context, rev int64) {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
-	wch := f.cli.Watch(wctx, f.prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
-	for resp := range wch {
-		if err := resp.Err(); err != nil {
+	// One watch per prefix the fleet owns: a watch on all of /bootfleet/
+	// would wake on every node and lease write of a boot storm.
+	type batch struct {
+		kind int
+		resp clientv3.WatchResponse
+	}
+	merged := make(chan batch)
+	for kind, prefix := range []string{f.unitsPrefix(), f.placementsPrefix(), f.alivePrefix(), f.logReqPrefix()} {
+		wch := f.cli.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+		go func() {
+			for resp := range wch {
+				select {
+				case merged <- batch{kind, resp}:
+				case <-wctx.Done():
+					return
+				}
+			}
+			select { // a watch that ends makes the fleet reload
+			case merged <- batch{kind: -1}:
+			case <-wctx.Done():
+			}
+		}()
+	}
+	for b := range merged {
+		if b.kind < 0 {
+			return
+		}
+		if err := b.resp.Err(); err != nil {
 			f.log.Warn("fleet: watch ended; reloading", "error", err)
 			return
 		}
 		f.mu.Lock()
-		for _, ev := range resp.Events {
-			key := string(ev.Kv.Key)
-			kind := -1
-			switch {
-			case strings.HasPrefix(key, f.unitsPrefix()):
-				kind = 0
-			case strings.HasPrefix(key, f.placementsPrefix()):
-				kind = 1
-			case strings.HasPrefix(key, f.alivePrefix()):
-				kind = 2
-			case strings.HasPrefix(key, f.logReqPrefix()):
-				kind = 3
-			}
-			if kind >= 0 {
-				f.applyLocked(kind, key, ev.Kv.Value, ev.Type == clientv3.EventTypeDelete)
-			}
+		for _, ev := range b.resp.Events {
+			f.applyLocked(b.kind, string(ev.Kv.Key), ev.Kv.Value, ev.Type == clientv3.EventTypeDelete)
 		}
 		f.notifyLocked()
 		f.mu.Unlock()

@@ -68,6 +68,11 @@ func (t *Tokens) Valid(mac, token string) bool {
 // Join records that the node's agent joined with these facts: the node is
 // ready and alive.
 func (f *Fleet) Join(ctx context.Context, mac string, facts agent.Facts) error {
+	// Members are the nodes whose agent ever joined: the scheduler reads
+	// only them, not the whole inventory.
+	if _, err := f.cli.Put(ctx, f.membersPrefix()+mac, f.server); err != nil {
+		return fmt.Errorf("fleet: record member %s: %w", mac, err)
+	}
 	if _, err := f.keepAlive(ctx, mac); err != nil {
 		return err
 	}

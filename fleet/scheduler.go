@@ -71,8 +71,9 @@ func (f *Fleet) term(ctx context.Context) error {
 		case <-tctx.Done():
 		}
 	}()
-	// Node label changes matter too: watch the inventory.
-	nodeChanges := f.reg.Watch(tctx)
+	// Label changes of the inventory are picked up by the tick; the
+	// inventory is not watched, as boot storms write to it thousands of
+	// times a second.
 	tick := time.NewTicker(5 * time.Second)
 	defer tick.Stop()
 	for {
@@ -90,24 +91,12 @@ func (f *Fleet) term(ctx context.Context) error {
 		case <-tctx.Done():
 			return tctx.Err()
 		case <-changed:
-		case _, ok := <-nodeChanges:
-			if !ok {
-				return fmt.Errorf("inventory watch ended")
-			}
 		case <-tick.C:
 		}
 		select {
 		case <-tctx.Done():
 			return tctx.Err()
 		case <-time.After(100 * time.Millisecond):
-		}
-	drain:
-		for {
-			select {
-			case <-nodeChanges:
-			default:
-				break drain
-			}
 		}
 	}
 }
@@ -116,7 +105,15 @@ func (f *Fleet) term(ctx context.Context) error {
 // that changed, fenced by the election so a deposed scheduler writes
 // nothing. Nodes that stopped being alive are marked lost.
 func (f *Fleet) schedule(ctx context.Context, election *concurrency.Election) error {
-	nodes, err := f.reg.Nodes(ctx)
+	members, err := f.cli.Get(ctx, f.membersPrefix(), clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return err
+	}
+	macs := make([]string, 0, len(members.Kvs))
+	for _, kv := range members.Kvs {
+		macs = append(macs, strings.TrimPrefix(string(kv.Key), f.membersPrefix()))
+	}
+	nodes, err := f.reg.NodesOf(ctx, macs)
 	if err != nil {
 		return err
 	}

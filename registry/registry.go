@@ -366,6 +366,35 @@ func (r *Registry) Nodes(ctx context.Context) ([]Node, error) {
 	return nodes, nil
 }
 
+// NodesOf returns the nodes with these MACs that exist, without
+// timelines, reading them in batches.
+func (r *Registry) NodesOf(ctx context.Context, macs []string) ([]Node, error) {
+	nodes := make([]Node, 0, len(macs))
+	for len(macs) > 0 {
+		chunk := macs[:min(len(macs), maxTxnOps)]
+		macs = macs[len(chunk):]
+		ops := make([]clientv3.Op, len(chunk))
+		for i, mac := range chunk {
+			ops[i] = clientv3.OpGet(r.nodeKey(mac))
+		}
+		resp, err := r.cli.Txn(ctx).Then(ops...).Commit()
+		if err != nil {
+			return nil, fmt.Errorf("registry: read %d nodes: %w", len(chunk), err)
+		}
+		for _, rr := range resp.Responses {
+			for _, kv := range rr.GetResponseRange().Kvs {
+				n, err := decodeWithoutTimeline(kv.Value)
+				if err != nil {
+					r.log.Error("registry: skipping corrupt node", "key", string(kv.Key), "error", err)
+					continue
+				}
+				nodes = append(nodes, n)
+			}
+		}
+	}
+	return nodes, nil
+}
+
 // Label sets and removes operator labels of a node, creating the node when
 // it is not known yet (so machines can be labelled before they boot).
 func (r *Registry) Label(ctx context.Context, mac string, set map[string]string, remove []string) (Node, error) {
