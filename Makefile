@@ -9,9 +9,9 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
 # Debian packages the tests drive as real peers.
-TEST_PACKAGES := curl ca-certificates atftp tftp-hpa busybox isc-dhcp-client iproute2 ndisc6 dnsmasq-base podman runc busybox-static
-# Debian packages `make run` needs.
-RUN_PACKAGES := curl ca-certificates
+TEST_PACKAGES := curl ca-certificates atftp tftp-hpa busybox isc-dhcp-client iproute2 ndisc6 dnsmasq-base podman runc busybox-static qemu-system-x86 ipxe-qemu ovmf libvirt-clients
+# Debian packages `make run` needs: the lab's VMs and their firmware.
+RUN_PACKAGES := curl ca-certificates iproute2 qemu-system-x86 ipxe-qemu ovmf
 
 .PHONY: all build run test test-short lint fmt bench deps-test deps-run clean
 
@@ -35,9 +35,11 @@ deps-test:
 	./scripts/install-deps.sh $(TEST_PACKAGES)
 	$(GO) mod download
 
-# Serve the example profiles on embedded defaults (HTTP :8080, DHCP off).
+# The demo: a lab of two QEMU VMs PXE-booting from bootfleet in a network
+# namespace, each node's progress live; Ctrl-C tears it all down. (As root.
+# To serve your own profiles instead: ./bin/bootfleet serve --profiles DIR.)
 run: deps-run build
-	./bin/bootfleet serve --profiles examples/lab
+	./bin/bootfleet lab up --nodes 2
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -23,15 +23,17 @@ type Recorder struct {
 	mu      sync.Mutex
 	pending int // queued or being written
 	idle    *sync.Cond
-	// recent holds when each node's last event of each kind was queued;
-	// the same step again within dedupWindow is coalesced, not written
-	// (iPXE retries, a load tool fetching one config in a loop).
+	// recent holds when each node's last event of each kind and detail
+	// was queued; the same step again within dedupWindow is coalesced, not
+	// written (DHCP retransmits, iPXE retries, a load tool fetching one
+	// config in a loop). Different details (the kernel, then the initrd)
+	// are different steps.
 	recent    map[recentKey]time.Time
 	swept     time.Time
 	coalesced atomic.Uint64
 }
 
-type recentKey struct{ mac, event string }
+type recentKey struct{ mac, event, detail string }
 
 // dedupWindow is how close the same step of the same node may repeat
 // before it is recorded again.
@@ -57,7 +59,7 @@ func (r *Recorder) Record(o Observation) bool {
 	}
 	r.mu.Lock()
 	if o.Event.Event != "" {
-		k := recentKey{o.MAC, o.Event.Event}
+		k := recentKey{o.MAC, o.Event.Event, o.Event.Detail}
 		if last, ok := r.recent[k]; ok && o.Event.Time.Sub(last) < dedupWindow {
 			r.mu.Unlock()
 			r.coalesced.Add(1)

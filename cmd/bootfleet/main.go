@@ -61,6 +61,8 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		newServeCmd(),
 		newNodesCmd(),
 		newUnitsCmd(),
+		newImagesCmd(),
+		newLabCmd(),
 		newLeasesCmd(),
 		newValidateCmd(),
 		newRenderCmd(),

@@ -1,0 +1,111 @@
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/bootfleet/bootfleet/lab"
+)
+
+// labTools builds the bootfleet binary with the agent next to it (where
+// the lab's server serves it from) and the lab image with the agent in it
+// (cached between runs on this machine, built from Debian packages).
+func labTools(t *testing.T) (bin, image string) {
+	t.Helper()
+	bin = bootfleet(t)
+	agent := filepath.Join(agentBinaries(t), "bootfleet-agent-amd64")
+	data, err := os.ReadFile(agent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(filepath.Dir(bin), "bootfleet-agent-amd64"), data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cache := filepath.Join(os.TempDir(), "bootfleet-test-cache")
+	image = filepath.Join(t.TempDir(), "image")
+	out, errOut, code := run(t, "images", "build-lab", "--out", image, "--cache", cache, "--agent", agent)
+	if code != 0 {
+		t.Fatalf("images build-lab: exit %d\n%s%s", code, out, errOut)
+	}
+	return bin, image
+}
+
+// TestLabBootsRealFirmware: the lab boots three QEMU VMs from bootfleet —
+// BIOS through the NIC's iPXE ROM, UEFI through it, and UEFI through the
+// firmware's own PXE (DHCP, TFTP ipxe.efi, then iPXE), as a real server —
+// each to its image's ready marker, with its agent joined, every step in
+// the node's timeline; lab down leaves nothing behind.
+func TestLabBootsRealFirmware(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots VMs")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("the lab needs root (namespaces, taps); CI runs as root")
+	}
+	for _, tool := range []string{"qemu-system-x86_64", "apt-get", "dpkg-deb"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is missing: `make test` installs qemu-system-x86, ipxe-qemu and ovmf", tool)
+		}
+	}
+	bin, image := labTools(t)
+	dir := filepath.Join(t.TempDir(), "lab")
+	t.Cleanup(func() {
+		if t.Failed() {
+			for i := range 3 {
+				if b, err := os.ReadFile(filepath.Join(dir, "vm-"+string(rune('0'+i))+".log")); err == nil {
+					t.Logf("vm-%d console (last lines):\n%s", i, lastN(string(b), 15))
+				}
+			}
+			if b, err := os.ReadFile(filepath.Join(dir, "server.log")); err == nil {
+				t.Logf("server log (last lines):\n%s", lastN(string(b), 30))
+			}
+		}
+		exec.Command(bin, "lab", "down", "--dir", dir).Run()
+	})
+	out, errOut, code := run(t, "lab", "up", "--dir", dir, "--image", image, "--nodes", "3", "--firmware", "mixed", "--detach", "--timeout", "4m")
+	t.Logf("lab up:\n%s", out)
+	if code != 0 || !strings.Contains(out, "all nodes ready") {
+		t.Fatalf("lab up: exit %d\n%s", code, errOut)
+	}
+	st, err := lab.ReadState(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range st.Nodes {
+		cmd := exec.Command("ip", "netns", "exec", st.Netns, bin, "nodes", "show", n.MAC, "--server", lab.ServerURL, "--data-dir", filepath.Join(dir, "data"))
+		show, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("nodes show %s: %v\n%s", n.MAC, err, show)
+		}
+		for _, want := range []string{"dhcp.ack", "ipxe", "/assets/lab/vmlinuz", "ignition", "agent.join"} {
+			if !strings.Contains(string(show), want) {
+				t.Errorf("%s (%s): timeline has no %s:\n%s", n.MAC, n.Firmware, want, show)
+			}
+		}
+		firmware := map[string]string{lab.FirmwareBIOS: "bios", lab.FirmwareUEFI: "uefi", lab.FirmwareUEFIPXE: "uefi"}[n.Firmware]
+		if !strings.Contains(string(show), "Firmware:      "+firmware) {
+			t.Errorf("%s booted %s but the inventory says:\n%s", n.MAC, n.Firmware, show)
+		}
+		if n.Firmware == lab.FirmwareUEFIPXE && !strings.Contains(string(show), "boot ipxe.efi") {
+			t.Errorf("%s: the native PXE path (TFTP ipxe.efi) is not in its timeline:\n%s", n.MAC, show)
+		}
+	}
+
+	if out, errOut, code := run(t, "lab", "down", "--dir", dir); code != 0 {
+		t.Fatalf("lab down: %s%s", out, errOut)
+	}
+	if out, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(out), st.Netns) {
+		t.Errorf("namespace %s still there after lab down", st.Netns)
+	}
+	if out, _ := exec.Command("pgrep", "-f", dir+"/").Output(); len(out) > 0 {
+		t.Errorf("processes of the lab still running after lab down: %s", out)
+	}
+}
+
+func lastN(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
