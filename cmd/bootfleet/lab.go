@@ -21,12 +21,12 @@ func newLabCmd() *cobra.Command {
 		Use:   "lab",
 		Short: "A PXE lab on this machine: QEMU VMs booting from bootfleet in a network namespace",
 	}
-	cmd.AddCommand(newLabUpCmd(), newLabStatusCmd(), newLabDownCmd())
+	cmd.AddCommand(newLabUpCmd(), newLabStatusCmd(), newLabDownCmd(), newLabLibvirtCmd())
 	return cmd
 }
 
 func newLabUpCmd() *cobra.Command {
-	cfg := lab.Config{Dir: "lab", Nodes: 2, Firmware: lab.FirmwareBIOS, Accel: "auto"}
+	cfg := lab.Config{Dir: "bootfleet-lab", Nodes: 2, Firmware: lab.FirmwareBIOS, Accel: "auto"}
 	var detach bool
 	var timeout time.Duration
 	cmd := &cobra.Command{
@@ -146,7 +146,7 @@ func watchLab(ctx context.Context, w io.Writer, st *lab.State, timeout time.Dura
 }
 
 func newLabStatusCmd() *cobra.Command {
-	dir := "lab"
+	dir := "bootfleet-lab"
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show each lab node's progress",
@@ -172,7 +172,7 @@ func newLabStatusCmd() *cobra.Command {
 }
 
 func newLabDownCmd() *cobra.Command {
-	dir := "lab"
+	dir := "bootfleet-lab"
 	cmd := &cobra.Command{
 		Use:   "down",
 		Short: "Remove everything the lab made: VMs, server, namespace, bridge and taps",
@@ -186,5 +186,37 @@ func newLabDownCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&dir, "dir", dir, "lab directory")
+	return cmd
+}
+
+func newLabLibvirtCmd() *cobra.Command {
+	var out, firmware string
+	var nodes, memory int
+	cmd := &cobra.Command{
+		Use:   "libvirt-xml",
+		Short: "Write libvirt network and domain XML for the same lab, for users who run libvirt",
+		Long: `libvirt-xml writes OUT/network.xml (an isolated network on bridge bfbr0
+with 10.77.0.1/24, no DHCP of libvirt's own) and OUT/node-N.xml (VMs booting
+from the network with the lab's MACs and firmware). Then:
+
+  virsh net-define OUT/network.xml && virsh net-start bootfleet-lab
+  bootfleet serve --dhcp full --interface bfbr0 --public-url http://10.77.0.1:8080
+  for f in OUT/node-*.xml; do virsh define "$f"; done; virsh start bootfleet-lab-0`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			files, err := lab.LibvirtXML(out, nodes, firmware, memory)
+			if err != nil {
+				return err
+			}
+			for _, f := range files {
+				fmt.Fprintln(cmd.OutOrStdout(), f)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&out, "out", "libvirt", "directory to write the XML to")
+	cmd.Flags().IntVar(&nodes, "nodes", 2, "number of VMs")
+	cmd.Flags().StringVar(&firmware, "firmware", lab.FirmwareBIOS, "bios, uefi, uefi-pxe or mixed")
+	cmd.Flags().IntVar(&memory, "memory", 512, "MiB per VM")
 	return cmd
 }
