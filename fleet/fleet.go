@@ -189,7 +189,13 @@ func (f *Fleet) watch(ctx context.Context, rev int64) {
 			}
 		}()
 	}
-	for b := range merged {
+	for {
+		var b batch
+		select {
+		case <-wctx.Done():
+			return
+		case b = <-merged:
+		}
 		if b.kind < 0 {
 			return
 		}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // AgentBinaryName is the file name of the agent binary for a machine
@@ -17,6 +18,31 @@ func AgentBinaryName(arch string) string {
 		return "bootfleet-agent-arm64"
 	}
 	return "bootfleet-agent-amd64"
+}
+
+// agentAvailable says whether the agent binary for arch is in the agent
+// dir, looking again at most every few seconds (binaries may be added
+// while the server runs).
+func (s *Server) agentAvailable(arch string) bool {
+	if s.cfg.AgentDir == "" {
+		return false
+	}
+	name := AgentBinaryName(arch)
+	now := time.Now()
+	if v, ok := s.agentSeen.Load(name); ok {
+		if e := v.(agentCheck); now.Sub(e.at) < 5*time.Second {
+			return e.ok
+		}
+	}
+	fi, err := os.Stat(filepath.Join(s.cfg.AgentDir, name))
+	ok := err == nil && fi.Mode().IsRegular()
+	s.agentSeen.Store(name, agentCheck{ok: ok, at: now})
+	return ok
+}
+
+type agentCheck struct {
+	ok bool
+	at time.Time
 }
 
 // agentBinary serves /agent/bootfleet-agent-<goarch> from the agent dir.

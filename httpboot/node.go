@@ -90,7 +90,9 @@ func (s *Server) resolve(r *http.Request) (*node, error) {
 	n.data = n.match.Data(f)
 	n.data.IP = remoteIP(r)
 	n.data.ServerURL = s.base(r)
-	if s.cfg.AgentToken != nil {
+	// The agent goes into a node's config only when its binary is here to
+	// be fetched: Ignition fails the whole boot on a file it cannot fetch.
+	if s.cfg.AgentToken != nil && s.agentAvailable(f.Arch) {
 		n.data.AgentToken = s.cfg.AgentToken(f.MAC)
 		n.data.AgentURL = n.data.ServerURL + "/agent/" + AgentBinaryName(f.Arch)
 	}

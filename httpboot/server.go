@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -88,6 +89,8 @@ type Server struct {
 	metrics *metrics
 	etags   *etagCache
 	mux     *http.ServeMux
+	// agentSeen caches whether each agent binary exists (agentCheck).
+	agentSeen sync.Map
 }
 
 // New returns a Server serving snap.

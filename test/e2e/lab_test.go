@@ -15,18 +15,23 @@ import (
 // (cached between runs on this machine, built from Debian packages).
 func labTools(t *testing.T) (bin, image string) {
 	t.Helper()
-	bin = bootfleet(t)
+	// A directory of its own: other tests' servers must not find an agent
+	// next to their binary.
+	dir := t.TempDir()
 	agent := filepath.Join(agentBinaries(t), "bootfleet-agent-amd64")
-	data, err := os.ReadFile(agent)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(filepath.Dir(bin), "bootfleet-agent-amd64"), data, 0o755); err != nil {
-		t.Fatal(err)
+	bin = filepath.Join(dir, "bootfleet")
+	for src, dst := range map[string]string{bootfleet(t): bin, agent: filepath.Join(dir, "bootfleet-agent-amd64")} {
+		data, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(dst, data, 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	cache := filepath.Join(os.TempDir(), "bootfleet-test-cache")
 	image = filepath.Join(t.TempDir(), "image")
-	out, errOut, code := run(t, "images", "build-lab", "--out", image, "--cache", cache, "--agent", agent)
+	out, errOut, code := runBin(t, bin, "images", "build-lab", "--out", image, "--cache", cache, "--agent", agent)
 	if code != 0 {
 		t.Fatalf("images build-lab: exit %d\n%s%s", code, out, errOut)
 	}
@@ -65,7 +70,7 @@ func TestLabBootsRealFirmware(t *testing.T) {
 		}
 		exec.Command(bin, "lab", "down", "--dir", dir).Run()
 	})
-	out, errOut, code := run(t, "lab", "up", "--dir", dir, "--image", image, "--nodes", "3", "--firmware", "mixed", "--detach", "--timeout", "4m")
+	out, errOut, code := runBin(t, bin, "lab", "up", "--dir", dir, "--image", image, "--nodes", "3", "--firmware", "mixed", "--detach", "--timeout", "4m")
 	t.Logf("lab up:\n%s", out)
 	if code != 0 || !strings.Contains(out, "all nodes ready") {
 		t.Fatalf("lab up: exit %d\n%s", code, errOut)
@@ -94,7 +99,7 @@ func TestLabBootsRealFirmware(t *testing.T) {
 		}
 	}
 
-	if out, errOut, code := run(t, "lab", "down", "--dir", dir); code != 0 {
+	if out, errOut, code := runBin(t, bin, "lab", "down", "--dir", dir); code != 0 {
 		t.Fatalf("lab down: %s%s", out, errOut)
 	}
 	if out, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(out), st.Netns) {

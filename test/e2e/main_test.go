@@ -158,7 +158,18 @@ func run(t *testing.T, args ...string) (string, string, int) {
 // runEnv is run with extra environment variables.
 func runEnv(t *testing.T, env []string, args ...string) (string, string, int) {
 	t.Helper()
-	cmd := exec.Command(bootfleet(t), args...)
+	return runBinEnv(t, bootfleet(t), env, args...)
+}
+
+// runBin runs another bootfleet binary (one with an agent beside it).
+func runBin(t *testing.T, bin string, args ...string) (string, string, int) {
+	t.Helper()
+	return runBinEnv(t, bin, nil, args...)
+}
+
+func runBinEnv(t *testing.T, bin string, env []string, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
