@@ -63,6 +63,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		newUnitsCmd(),
 		newImagesCmd(),
 		newLabCmd(),
+		newLoadCmd(),
 		newLeasesCmd(),
 		newValidateCmd(),
 		newRenderCmd(),
