@@ -103,14 +103,14 @@ type scenarioYAML struct {
 }
 
 type stepYAML struct {
-	Name       string    `yaml:"name"`
-	Timeout    string    `yaml:"timeout"`
-	Navigate   *string   `yaml:"navigate"`
-	Click      *string   `yaml:"click"`
-	Type       *typeYAML `yaml:"type"`
-	WaitFor    any       `yaml:"wait_for"`
-	Sleep      *string   `yaml:"sleep"`
-	Assert     *struct {
+	Name     string    `yaml:"name"`
+	Timeout  string    `yaml:"timeout"`
+	Navigate *string   `yaml:"navigate"`
+	Click    *string   `yaml:"click"`
+	Type     *typeYAML `yaml:"type"`
+	WaitFor  any       `yaml:"wait_for"`
+	Sleep    *string   `yaml:"sleep"`
+	Assert   *struct {
 		Text   string `yaml:"text"`
 		Status int    `yaml:"status"`
 	} `yaml:"assert"`
