@@ -28,12 +28,31 @@ func (s *Server) fleetRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /api/v1/units", s.admin(s.submitUnits))
 	mux.HandleFunc("DELETE /api/v1/units/{name}", s.admin(s.destroyUnit))
 	mux.HandleFunc("GET /api/v1/units/{name}/logs", s.admin(s.unitLogs))
+	mux.HandleFunc("GET /api/v1/nodes/{mac}/agent-token", s.admin(s.agentToken))
 
 	mux.HandleFunc("POST /api/v1/agent/{mac}/join", s.nodeAuth(s.agentJoin))
 	mux.HandleFunc("POST /api/v1/agent/{mac}/heartbeat", s.nodeAuth(s.agentHeartbeat))
 	mux.HandleFunc("GET /api/v1/agent/{mac}/orders", s.nodeAuth(s.agentOrders))
 	mux.HandleFunc("POST /api/v1/agent/{mac}/logs/{id}", s.nodeAuth(s.agentLogs))
 	mux.HandleFunc("GET /api/v1/agent/{mac}/image", s.nodeAuth(s.agentImage))
+}
+
+// AgentToken is the answer of GET /api/v1/nodes/{mac}/agent-token.
+type AgentToken struct {
+	MAC   string `json:"mac"`
+	Token string `json:"token"`
+}
+
+// agentToken tells the admin a node's agent token: to install the agent by
+// hand on a machine that did not boot from bootfleet, or to render its
+// Ignition exactly (bootfleet render --agent-token).
+func (s *Server) agentToken(w http.ResponseWriter, r *http.Request) {
+	mac, err := macParam(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, AgentToken{MAC: mac, Token: s.tokens.Token(mac)})
 }
 
 // nodeAuth checks the node's own token (or the admin token) and hands the

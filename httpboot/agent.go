@@ -24,6 +24,9 @@ func AgentBinaryName(arch string) string {
 // dir, looking again at most every few seconds (binaries may be added
 // while the server runs).
 func (s *Server) agentAvailable(arch string) bool {
+	if s.cfg.AgentAvailable != nil {
+		return s.cfg.AgentAvailable(arch)
+	}
 	if s.cfg.AgentDir == "" {
 		return false
 	}

@@ -79,6 +79,9 @@ type Config struct {
 	// AgentDir holds the agent binaries served at
 	// /agent/bootfleet-agent-<goarch> (amd64, arm64).
 	AgentDir string
+	// AgentAvailable, if set, says whether nodes of an arch get the agent;
+	// by default, when its binary is in AgentDir.
+	AgentAvailable func(arch string) bool
 }
 
 // Server is the boot-side HTTP handler.

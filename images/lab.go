@@ -321,7 +321,7 @@ for arg in $(cat /proc/cmdline); do
 done
 if [ -n "$URL" ]; then
 	if timeout 60 wget -q -O /run/ignition.json "$URL"; then
-		say "ignition fetched from $URL"
+		say "ignition fetched from $URL sha256 $(sha256sum /run/ignition.json | cut -d' ' -f1)"
 		if [ -x /usr/bin/bootfleet-agent ]; then /usr/bin/bootfleet-agent ignition-apply /run/ignition.json; fi
 	else
 		say "ignition fetch failed: $URL"

@@ -23,7 +23,7 @@ func newNodesCmd() *cobra.Command {
 		Use:   "nodes",
 		Short: "The node inventory: list, show, label, forget, next-boot",
 	}
-	cmd.AddCommand(newNodesListCmd(), newNodesShowCmd(), newNodesLabelCmd(), newNodesForgetCmd(), newNodesNextBootCmd())
+	cmd.AddCommand(newNodesListCmd(), newNodesShowCmd(), newNodesLabelCmd(), newNodesForgetCmd(), newNodesNextBootCmd(), newNodesAgentTokenCmd())
 	return cmd
 }
 
@@ -287,4 +287,23 @@ func ago(t time.Time) string {
 		return "-"
 	}
 	return time.Since(t).Round(time.Second).String() + " ago"
+}
+
+func newNodesAgentTokenCmd() *cobra.Command {
+	var f clientFlags
+	cmd := &cobra.Command{
+		Use:   "agent-token MAC",
+		Short: "Print a node's agent token (to install the agent by hand, or for render --agent-token)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var t api.AgentToken
+			if err := nodeCall(cmd, &f, args[0], "GET", "/agent-token", nil, &t); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), t.Token)
+			return nil
+		},
+	}
+	f.register(cmd, false)
+	return cmd
 }

@@ -35,12 +35,12 @@ func profilesSource(dir string, explicit bool) (fsys fs.FS, name string, err err
 
 // loadChecked loads a profiles directory and checks that every template
 // renders for every group using it, as serve does before serving it.
-func loadChecked(fsys fs.FS, name string) (*profiles.Set, *ignition.Renderer, error) {
+func loadChecked(fsys fs.FS, name string, opts ignition.Options) (*profiles.Set, *ignition.Renderer, error) {
 	set, err := profiles.Load(fsys, name)
 	if err != nil {
 		return nil, nil, err
 	}
-	r, err := ignition.New(set, ignition.Options{})
+	r, err := ignition.New(set, opts)
 	if err != nil {
 		return nil, nil, err
 	}

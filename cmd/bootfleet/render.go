@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bootfleet/bootfleet/httpboot"
+	"github.com/bootfleet/bootfleet/ignition"
 )
 
 // renderPaths maps --kind to the endpoint a node fetches.
@@ -25,14 +26,16 @@ var renderPaths = map[string]string{
 }
 
 func newRenderCmd() *cobra.Command {
-	var dir, mac, arch, firmware, uuid, hostname, kind, publicURL string
+	var dir, mac, arch, firmware, uuid, hostname, kind, publicURL, agentToken string
 	cmd := &cobra.Command{
 		Use:   "render --mac MAC [--kind ipxe|ignition|cloud-config|grub|metadata]",
 		Short: "Print exactly what a machine would receive from serve",
 		Long: `Render matches a machine against a profiles directory and prints the iPXE
 script, GRUB config, Ignition config, cloud-config or metadata that serve
 would send it. It runs the same HTTP handler as serve, in-process, so the
-output is byte for byte what the node gets.`,
+output is byte for byte what the node gets. A server with the agent adds
+it to every Ignition config with the node's own token; give that token
+(bootfleet nodes agent-token MAC) with --agent-token to see it here too.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			path, ok := renderPaths[kind]
@@ -46,7 +49,11 @@ output is byte for byte what the node gets.`,
 			if err != nil {
 				return err
 			}
-			set, r, err := loadChecked(fsys, name)
+			var opts ignition.Options
+			if agentToken != "" {
+				opts.Inject = ignition.AgentInjector()
+			}
+			set, r, err := loadChecked(fsys, name, opts)
 			if err != nil {
 				printErrors(cmd.ErrOrStderr(), err)
 				return exitError{1}
@@ -55,6 +62,10 @@ output is byte for byte what the node gets.`,
 				PublicURL: publicURL,
 				Log:       slog.New(slog.DiscardHandler),
 				Metrics:   prometheus.NewRegistry(),
+				AgentToken: func(string) string {
+					return agentToken
+				},
+				AgentAvailable: func(string) bool { return agentToken != "" },
 			}, httpboot.Snapshot{Set: set, Renderer: r})
 			if err != nil {
 				return err
@@ -84,5 +95,6 @@ output is byte for byte what the node gets.`,
 	f.StringVar(&hostname, "hostname", "", "the machine's hostname")
 	f.StringVar(&kind, "kind", "ipxe", "what to render: ipxe, ignition, cloud-config, grub or metadata")
 	f.StringVar(&publicURL, "public-url", "http://127.0.0.1:8080", "the server URL as nodes see it")
+	f.StringVar(&agentToken, "agent-token", "", "the node's agent token (bootfleet nodes agent-token MAC): the Ignition then carries the agent as serve adds it")
 	return cmd
 }

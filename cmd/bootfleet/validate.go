@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/spf13/cobra"
+
+	"github.com/bootfleet/bootfleet/ignition"
 )
 
 func newValidateCmd() *cobra.Command {
@@ -24,7 +26,7 @@ and exits 1 when there is any; warnings are printed but do not fail.`,
 			if err != nil {
 				return err
 			}
-			set, r, err := loadChecked(fsys, name)
+			set, r, err := loadChecked(fsys, name, ignition.Options{})
 			if err != nil {
 				printErrors(cmd.ErrOrStderr(), err)
 				return exitError{1}

@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -96,6 +98,23 @@ func TestLabBootsRealFirmware(t *testing.T) {
 		}
 		if n.Firmware == lab.FirmwareUEFIPXE && !strings.Contains(string(show), "boot ipxe.efi") {
 			t.Errorf("%s: the native PXE path (TFTP ipxe.efi) is not in its timeline:\n%s", n.MAC, show)
+		}
+		// The Ignition the VM fetched (its console prints the sha256) is
+		// the one render prints for its MAC, agent and token included.
+		inNS := func(args ...string) string {
+			out, err := exec.Command("ip", append([]string{"netns", "exec", st.Netns, bin}, args...)...).Output()
+			if err != nil {
+				t.Fatalf("bootfleet %s: %v", strings.Join(args, " "), err)
+			}
+			return string(out)
+		}
+		token := strings.TrimSpace(inNS("nodes", "agent-token", n.MAC, "--server", lab.ServerURL, "--data-dir", filepath.Join(dir, "data")))
+		rendered := inNS("render", "--profiles", filepath.Join(dir, "profiles"), "--mac", n.MAC, "--kind", "ignition",
+			"--public-url", lab.ServerURL, "--agent-token", token)
+		sum := sha256.Sum256([]byte(rendered))
+		console, _ := os.ReadFile(n.Console)
+		if !strings.Contains(string(console), "sha256 "+hex.EncodeToString(sum[:])) {
+			t.Errorf("%s: the Ignition on its console is not what render prints (sha256 %x):\n%s", n.MAC, sum, lastN(string(console), 20))
 		}
 	}
 
