@@ -12,7 +12,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-func freeURL(t *testing.T) string {
+func freeURL(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -28,7 +28,7 @@ type cluster struct {
 }
 
 // startEtcd runs a real embedded etcd member in dir for the test.
-func startEtcd(t *testing.T, c *cluster) {
+func startEtcd(t testing.TB, c *cluster) {
 	t.Helper()
 	if c.dir == "" {
 		c.dir, c.client, c.peer = t.TempDir(), freeURL(t), freeURL(t)
@@ -43,7 +43,7 @@ func startEtcd(t *testing.T, c *cluster) {
 	t.Cleanup(e.Close)
 }
 
-func newRegistry(t *testing.T, endpoints []string, server string) *Registry {
+func newRegistry(t testing.TB, endpoints []string, server string) *Registry {
 	t.Helper()
 	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second})
 	if err != nil {

@@ -46,6 +46,10 @@ type DHCPConfig struct {
 	DNS                  []string      `yaml:"dns"`
 	Domain               string        `yaml:"domain"`
 	RouterAdvertisements bool          `yaml:"router_advertisements"`
+	// SharedPool shares the pool (in blocks claimed in etcd) and the
+	// leases with the other servers of the etcd cluster; off, this server
+	// owns the whole pool (only one DHCP server on the segment).
+	SharedPool bool `yaml:"shared_pool"`
 	// Reservations give a MAC (any form) always the same address.
 	Reservations map[string]string `yaml:"reservations"`
 }
@@ -94,6 +98,7 @@ func DefaultConfig() Config {
 			Mode:                 "off",
 			LeaseTime:            time.Hour,
 			RouterAdvertisements: true,
+			SharedPool:           true,
 		},
 		TFTP: TFTPConfig{Enabled: true, Listen: ":69"},
 		Etcd: EtcdConfig{

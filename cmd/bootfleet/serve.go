@@ -100,6 +100,7 @@ func bindServeFlags(f *pflag.FlagSet, c *Config) map[string]func(dst, src *Confi
 	f.StringVar(&c.DHCP.Domain, "dhcp-domain", c.DHCP.Domain, "domain name handed out by DHCP")
 	f.StringToStringVar(&c.DHCP.Reservations, "dhcp-reservation", c.DHCP.Reservations, "MAC=IP: always give this MAC this address (repeatable)")
 	f.BoolVar(&c.DHCP.RouterAdvertisements, "router-advertisements", c.DHCP.RouterAdvertisements, "send IPv6 router advertisements on the DHCP interface")
+	f.BoolVar(&c.DHCP.SharedPool, "dhcp-shared-pool", c.DHCP.SharedPool, "share the pool and leases with the other servers on this etcd cluster (off: this server owns the whole pool)")
 	f.BoolVar(&c.TFTP.Enabled, "tftp", c.TFTP.Enabled, "serve TFTP")
 	f.StringVar(&c.TFTP.Listen, "tftp-listen", c.TFTP.Listen, "TFTP listen address")
 	f.StringSliceVar(&c.Etcd.Endpoints, "etcd-endpoints", c.Etcd.Endpoints, "external etcd endpoints (default: embedded etcd)")
@@ -127,6 +128,7 @@ func bindServeFlags(f *pflag.FlagSet, c *Config) map[string]func(dst, src *Confi
 		"dhcp-dns":              func(d, s *Config) { d.DHCP.DNS = s.DHCP.DNS },
 		"dhcp-domain":           func(d, s *Config) { d.DHCP.Domain = s.DHCP.Domain },
 		"router-advertisements": func(d, s *Config) { d.DHCP.RouterAdvertisements = s.DHCP.RouterAdvertisements },
+		"dhcp-shared-pool":      func(d, s *Config) { d.DHCP.SharedPool = s.DHCP.SharedPool },
 		"dhcp-reservation":      func(d, s *Config) { d.DHCP.Reservations = s.DHCP.Reservations },
 		"tftp":                  func(d, s *Config) { d.TFTP.Enabled = s.TFTP.Enabled },
 		"tftp-listen":           func(d, s *Config) { d.TFTP.Listen = s.TFTP.Listen },
@@ -347,7 +349,7 @@ func serve(ctx context.Context, cfg Config, profilesExplicit bool, stderr io.Wri
 	g, gctx := errgroup.WithContext(ctx)
 	if cfg.DHCP.Mode != "off" {
 		var shared *registry.SharedPool
-		if cfg.DHCP.Mode == "full" {
+		if cfg.DHCP.Mode == "full" && cfg.DHCP.SharedPool {
 			// Servers sharing this etcd cluster share the pool in blocks,
 			// and their leases in one table.
 			shared, err = registry.NewSharedPool(registry.SharedPoolConfig{Client: etcdClient, Pool: cfg.DHCP.Pool.Start + "-" + cfg.DHCP.Pool.End,
