@@ -23,7 +23,7 @@ out=bench/out; mkdir -p "$out"
   echo "### Go benchmarks"
   echo
   echo '```'
-  go test -run '^$' -bench . -benchtime 2s ./profiles ./ignition ./httpboot ./dhcp ./registry 2>./profiles ./ignition ./httpboot ./dhcp 2>&11 | grep -E '^(Benchmark|goos|cpu)'
+  go test -run '^$' -bench . -benchtime 2s ./profiles ./ignition ./httpboot ./dhcp ./registry 2>&1 | grep -E '^(Benchmark|goos|cpu)'
   echo '```'
   echo "Command: \`go test -run '^\$' -bench . -benchtime 2s ./profiles ./ignition ./httpboot ./dhcp ./registry\`"
 } > "$out/RESULTS.md.new"
