@@ -102,8 +102,16 @@ func TestTwoServersShareThePool(t *testing.T) {
 	wg.Wait()
 	// And 200 simulated clients (distinct MACs) from one namespace, each
 	// taking the first offer of the two.
-	for _, g := range simulateClients(t, lan.Hosts["c0"], 200) {
-		got = append(got, g)
+	macs := make([]net.HardwareAddr, 200)
+	for i := range macs {
+		macs[i] = net.HardwareAddr{0x02, 0xbf, 0, 0, byte(i >> 8), byte(i)}
+	}
+	sim, err := netnstest.DORA(lan.Hosts["c0"], "eth0", macs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range sim {
+		got = append(got, b.IP+" from "+b.Server)
 	}
 
 	seen := map[string]bool{}
@@ -173,64 +181,6 @@ func TestTwoServersShareThePool(t *testing.T) {
 	if !taken {
 		t.Errorf("%s acknowledged %v but holds no lease for it", other, ip)
 	}
-}
-
-// simulateClients runs n DHCP exchanges from one namespace with made-up
-// MACs (as perfdhcp does), taking the first offer, and returns
-// "ip from server" per MAC. Every client must end bound.
-func simulateClients(t *testing.T, ns string, n int) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	err := netnstest.In(ns, func() error {
-		lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-			return c.Control(func(fd uintptr) {
-				unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_BROADCAST, 1)
-				unix.BindToDevice(int(fd), "eth0")
-			})
-		}}
-		pc, err := lc.ListenPacket(context.Background(), "udp4", ":68")
-		if err != nil {
-			return err
-		}
-		defer pc.Close()
-		buf := make([]byte, 1500)
-		exchange := func(m *dhcpv4.DHCPv4, want dhcpv4.MessageType) *dhcpv4.DHCPv4 {
-			for try := 0; try < 4; try++ {
-				pc.WriteTo(m.ToBytes(), &net.UDPAddr{IP: net.IPv4bcast, Port: 67})
-				pc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
-				for {
-					k, _, err := pc.ReadFrom(buf)
-					if err != nil {
-						break
-					}
-					r, err := dhcpv4.FromBytes(buf[:k])
-					if err == nil && r.TransactionID == m.TransactionID && r.MessageType() == want {
-						return r
-					}
-				}
-			}
-			return nil
-		}
-		for i := range n {
-			mac := net.HardwareAddr{0x02, 0xbf, 0, 0, byte(i >> 8), byte(i)}
-			disc, _ := dhcpv4.NewDiscovery(mac, dhcpv4.WithBroadcast(true))
-			offer := exchange(disc, dhcpv4.MessageTypeOffer)
-			if offer == nil {
-				return fmt.Errorf("client %v: no offer", mac)
-			}
-			req, _ := dhcpv4.NewRequestFromOffer(offer, dhcpv4.WithBroadcast(true))
-			ack := exchange(req, dhcpv4.MessageTypeAck)
-			if ack == nil {
-				return fmt.Errorf("client %v: no ACK for %v from %v", mac, offer.YourIPAddr, offer.ServerIdentifier())
-			}
-			out[mac.String()] = ack.YourIPAddr.String() + " from " + ack.ServerIdentifier().String()
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
 }
 
 // rebind sends a REBINDING request (RFC 2131 4.3.2: ciaddr set, broadcast,

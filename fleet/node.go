@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -22,7 +24,15 @@ import (
 // Tokens derives and checks agent tokens: a token is an HMAC of the node's
 // MAC under a secret kept in etcd, so every server of a cluster accepts it,
 // it names exactly one node, and nothing per node is stored.
-type Tokens struct{ secret []byte }
+type Tokens struct {
+	secret []byte
+	cache  sync.Map // mac → token, for the boot path (bounded by cached)
+	cached atomic.Int64
+}
+
+// maxCachedTokens bounds the token cache: a flood of made-up MACs costs
+// HMACs, not memory.
+const maxCachedTokens = 1 << 16
 
 // LoadTokens reads the cluster's agent secret, creating it on first use.
 func LoadTokens(ctx context.Context, cli *clientv3.Client, prefix string) (*Tokens, error) {
@@ -55,9 +65,18 @@ func LoadTokens(ctx context.Context, cli *clientv3.Client, prefix string) (*Toke
 
 // Token is the agent token of the node with this MAC (canonical form).
 func (t *Tokens) Token(mac string) string {
+	if v, ok := t.cache.Load(mac); ok {
+		return v.(string)
+	}
 	m := hmac.New(sha256.New, t.secret)
 	m.Write([]byte("bootfleet-agent:" + mac))
-	return hex.EncodeToString(m.Sum(nil))
+	tok := hex.EncodeToString(m.Sum(nil))
+	if t.cached.Load() < maxCachedTokens {
+		if _, loaded := t.cache.LoadOrStore(mac, tok); !loaded {
+			t.cached.Add(1)
+		}
+	}
+	return tok
 }
 
 // Valid says whether token is the node's token.

@@ -117,17 +117,11 @@ var unitNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
 func Parse(file string, data []byte) ([]Unit, error) {
 	var errs profiles.ErrorList
 	add := func(n ast.Node, format string, args ...any) {
-		line, col := 0, 0
-		if n != nil {
-			if tk := n.GetToken(); tk != nil && tk.Position != nil {
-				line, col = tk.Position.Line, tk.Position.Column
-			}
-		}
-		errs = append(errs, &profiles.Error{Path: file, Line: line, Col: col, Msg: fmt.Sprintf(format, args...)})
+		errs = append(errs, profiles.ErrorAt(file, n, format, args...))
 	}
 	f, err := parser.ParseBytes(data, 0)
 	if err != nil {
-		addYAMLError(&errs, file, err)
+		errs = append(errs, profiles.YAMLError(file, err))
 		return nil, errs.Err()
 	}
 	var units []Unit
@@ -138,7 +132,7 @@ func Parse(file string, data []byte) ([]Unit, error) {
 		}
 		var u Unit
 		if err := yaml.NodeToValue(doc.Body, &u, yaml.DisallowUnknownField(), yaml.Strict()); err != nil {
-			addYAMLError(&errs, file, err)
+			errs = append(errs, profiles.YAMLError(file, err))
 			continue
 		}
 		lookup := func(p string) (ast.Node, bool) {
@@ -147,13 +141,13 @@ func Parse(file string, data []byte) ([]Unit, error) {
 					return n, true
 				}
 			}
-			return docStart(doc.Body), false
+			return doc.Body, false
 		}
 		at := func(p string) ast.Node { n, _ := lookup(p); return n }
 		before := len(errs)
 		switch {
 		case u.Name == "":
-			add(docStart(doc.Body), "unit has no name (name: browsers)")
+			add(doc.Body, "unit has no name (name: browsers)")
 		case !unitNameRE.MatchString(u.Name):
 			add(at("$.name"), "name %q: use lowercase letters, digits, '.', '_' and '-' (at most 63)", u.Name)
 		default:
@@ -167,7 +161,7 @@ func Parse(file string, data []byte) ([]Unit, error) {
 			seen[u.Name] = at("$.name")
 		}
 		if u.Image == "" {
-			add(docStart(doc.Body), "unit %s has no image (image: bootfleet/browser-load:latest)", u.Name)
+			add(doc.Body, "unit %s has no image (image: bootfleet/browser-load:latest)", u.Name)
 		}
 		switch {
 		case u.Global && u.Replicas != 0:
@@ -211,30 +205,6 @@ func Parse(file string, data []byte) ([]Unit, error) {
 		return nil, err
 	}
 	return units, nil
-}
-
-// docStart is where a document begins: its first key, if it is a mapping.
-func docStart(body ast.Node) ast.Node {
-	if m, ok := body.(*ast.MappingNode); ok && len(m.Values) > 0 {
-		return m.Values[0].Key
-	}
-	if mv, ok := body.(*ast.MappingValueNode); ok {
-		return mv.Key
-	}
-	return body
-}
-
-func addYAMLError(errs *profiles.ErrorList, file string, err error) {
-	var ye yaml.Error
-	if errors.As(err, &ye) {
-		line, col := 0, 0
-		if tk := ye.GetToken(); tk != nil && tk.Position != nil {
-			line, col = tk.Position.Line, tk.Position.Column
-		}
-		*errs = append(*errs, &profiles.Error{Path: file, Line: line, Col: col, Msg: ye.GetMessage()})
-		return
-	}
-	*errs = append(*errs, &profiles.Error{Path: file, Msg: err.Error()})
 }
 
 // Validate checks a unit that arrives without a file (through the API).

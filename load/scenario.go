@@ -8,7 +8,6 @@ package load
 import (
 	"bytes"
 	"encoding/csv"
-	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -140,18 +139,11 @@ func LoadFile(path string) (*Scenario, error) {
 func Parse(file string, data []byte, dir string) (*Scenario, error) {
 	var errs profiles.ErrorList
 	addAt := func(n ast.Node, format string, args ...any) {
-		n = startOf(n)
-		line, col := 0, 0
-		if n != nil {
-			if tk := n.GetToken(); tk != nil && tk.Position != nil {
-				line, col = tk.Position.Line, tk.Position.Column
-			}
-		}
-		errs = append(errs, &profiles.Error{Path: file, Line: line, Col: col, Msg: fmt.Sprintf(format, args...)})
+		errs = append(errs, profiles.ErrorAt(file, n, format, args...))
 	}
 	f, err := parser.ParseBytes(data, 0)
 	if err != nil {
-		yamlError(&errs, file, err)
+		errs = append(errs, profiles.YAMLError(file, err))
 		return nil, errs.Err()
 	}
 	var body ast.Node
@@ -170,7 +162,7 @@ func Parse(file string, data []byte, dir string) (*Scenario, error) {
 	}
 	var raw scenarioYAML
 	if err := yaml.NodeToValue(body, &raw, yaml.DisallowUnknownField(), yaml.Strict()); err != nil {
-		yamlError(&errs, file, err)
+		errs = append(errs, profiles.YAMLError(file, err))
 		return nil, errs.Err()
 	}
 	lookup := func(p string) (ast.Node, bool) {
@@ -380,19 +372,6 @@ func defaultName(st Step, rs stepYAML) string {
 	return st.Action
 }
 
-// startOf is where a node begins for a reader: a mapping's first key.
-func startOf(n ast.Node) ast.Node {
-	switch v := n.(type) {
-	case *ast.MappingNode:
-		if len(v.Values) > 0 {
-			return v.Values[0].Key
-		}
-	case *ast.MappingValueNode:
-		return v.Key
-	}
-	return n
-}
-
 func readCSV(path string) ([]map[string]string, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -417,17 +396,4 @@ func readCSV(path string) ([]map[string]string, error) {
 		rows = append(rows, row)
 	}
 	return rows, nil
-}
-
-func yamlError(errs *profiles.ErrorList, file string, err error) {
-	var ye yaml.Error
-	if errors.As(err, &ye) {
-		line, col := 0, 0
-		if tk := ye.GetToken(); tk != nil && tk.Position != nil {
-			line, col = tk.Position.Line, tk.Position.Column
-		}
-		*errs = append(*errs, &profiles.Error{Path: file, Line: line, Col: col, Msg: ye.GetMessage()})
-		return
-	}
-	*errs = append(*errs, &profiles.Error{Path: file, Msg: err.Error()})
 }

@@ -2,9 +2,13 @@ package profiles
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/goccy/go-yaml"
+	"github.com/goccy/go-yaml/ast"
 )
 
 // Error is one problem in a profiles directory, located in its file.
@@ -70,4 +74,32 @@ func (c *errorCollector) add(path string, line, col int, format string, args ...
 
 func (c *errorCollector) warn(path string, line, col int, format string, args ...any) {
 	c.warnings = append(c.warnings, &Error{Path: path, Line: line, Col: col, Msg: fmt.Sprintf(format, args...)})
+}
+
+// ErrorAt is a problem at a YAML node of a file: at the node's first key
+// when it is a mapping (where a reader looks), else at the node itself.
+func ErrorAt(path string, n ast.Node, format string, args ...any) *Error {
+	switch v := n.(type) {
+	case *ast.MappingNode:
+		if len(v.Values) > 0 {
+			n = v.Values[0].Key
+		}
+	case *ast.MappingValueNode:
+		n = v.Key
+	}
+	line, col := pos(n)
+	return &Error{Path: path, Line: line, Col: col, Msg: fmt.Sprintf(format, args...)}
+}
+
+// YAMLError is a parse or decode error of goccy/go-yaml, located.
+func YAMLError(path string, err error) *Error {
+	var ye yaml.Error
+	if errors.As(err, &ye) {
+		line, col := 0, 0
+		if tk := ye.GetToken(); tk != nil && tk.Position != nil {
+			line, col = tk.Position.Line, tk.Position.Column
+		}
+		return &Error{Path: path, Line: line, Col: col, Msg: ye.GetMessage()}
+	}
+	return &Error{Path: path, Msg: err.Error()}
 }

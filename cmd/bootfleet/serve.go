@@ -347,6 +347,9 @@ func serve(ctx context.Context, cfg Config, profilesExplicit bool, stderr io.Wri
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
+	// Requests live in the server's context: on shutdown the agents' long
+	// polls and node watches end at once instead of holding Shutdown up.
+	srv.BaseContext = func(net.Listener) context.Context { return gctx }
 	if cfg.DHCP.Mode != "off" {
 		var shared *registry.SharedPool
 		if cfg.DHCP.Mode == "full" && cfg.DHCP.SharedPool {
@@ -366,6 +369,11 @@ func serve(ctx context.Context, cfg Config, profilesExplicit bool, stderr io.Wri
 			return err
 		}
 		g.Go(func() error { return dhcpServer.Run(gctx) })
+		// Boot events reach etcd a few milliseconds after the ACK; a
+		// kill -9 in between would leave an acknowledged machine out of
+		// the inventory. Its lease is on disk: restore it from there.
+		leases := dhcpServer.Leases()
+		g.Go(func() error { restoreInventory(gctx, inventory, leases, serverName, log); return nil })
 		if cfg.DHCP.Mode == "proxy" {
 			// PXE firmware asks the proxy again on port 4011 for its boot file.
 			pxe, err := dhcpServer.ListenPXE("")
@@ -515,6 +523,51 @@ func newDHCP(cfg Config, reg prometheus.Registerer, log *slog.Logger, onEvent fu
 		store = fs
 	}
 	return dhcp.New(dcfg, dhcp.Options{Store: store, Shared: shared, Log: log.With("component", "dhcp"), Metrics: reg, OnEvent: onEvent, ServerName: serverID(cfg)})
+}
+
+// restoreInventory records every machine this server holds a bound lease
+// for that the inventory lacks.
+func restoreInventory(ctx context.Context, inv *registry.Registry, leases []dhcp.Lease, server string, log *slog.Logger) {
+	var macs []string
+	byMAC := map[string]dhcp.Lease{}
+	for _, l := range leases {
+		if l.State == dhcp.StateBound && l.MAC != "" && l.Server == server {
+			macs = append(macs, l.MAC)
+			byMAC[l.MAC] = l
+		}
+	}
+	if len(macs) == 0 {
+		return
+	}
+	for attempt := 0; ctx.Err() == nil; attempt++ {
+		known, err := inv.NodesOf(ctx, macs)
+		if err == nil {
+			missing := map[string][]registry.Observation{}
+			have := map[string]bool{}
+			for _, n := range known {
+				have[n.MAC] = true
+			}
+			for _, mac := range macs {
+				if !have[mac] {
+					l := byMAC[mac]
+					missing[mac] = []registry.Observation{{MAC: mac, IP: l.IP.String(), State: registry.StateDiscovered,
+						Event: registry.Event{Event: "dhcp.ack", Detail: l.IP.String() + " (restored from the lease file)"}}}
+				}
+			}
+			if len(missing) > 0 {
+				log.Info("restoring machines with leases missing from the inventory", "count", len(missing))
+				err = inv.ObserveBatch(ctx, missing)
+			}
+			if err == nil {
+				return
+			}
+		}
+		log.Warn("restoring the inventory from the lease file failed; retrying", "error", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Duration(min(attempt+1, 10)) * time.Second):
+		}
+	}
 }
 
 // dhcpObservation turns a DHCP exchange into a registry observation: a

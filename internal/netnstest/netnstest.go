@@ -8,14 +8,18 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/insomniacslk/dhcp/dhcpv4"
 	"golang.org/x/sys/unix"
 )
 
@@ -181,4 +185,69 @@ exit 0
 		}
 	}
 	return env
+}
+
+// Bound is what a client got: its address and the server that gave it.
+type Bound struct {
+	IP, Server string
+}
+
+// DORA runs a DHCP exchange (DISCOVER, OFFER, REQUEST, ACK) from the
+// namespace's interface for each MAC in turn, as perfdhcp does with
+// made-up MACs, taking the first offer, and returns what each got. It
+// stops at the first client that gets no ACK within a few retries.
+func DORA(ns, ifname string, macs []net.HardwareAddr) (map[string]Bound, error) {
+	out := map[string]Bound{}
+	err := In(ns, func() error {
+		lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+			return c.Control(func(fd uintptr) {
+				unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_BROADCAST, 1)
+				unix.BindToDevice(int(fd), ifname)
+			})
+		}}
+		pc, err := lc.ListenPacket(context.Background(), "udp4", ":68")
+		if err != nil {
+			return err
+		}
+		defer pc.Close()
+		buf := make([]byte, 1500)
+		exchange := func(m *dhcpv4.DHCPv4, want dhcpv4.MessageType) *dhcpv4.DHCPv4 {
+			for try := 0; try < 4; try++ {
+				pc.WriteTo(m.ToBytes(), &net.UDPAddr{IP: net.IPv4bcast, Port: 67})
+				pc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+				for {
+					k, _, err := pc.ReadFrom(buf)
+					if err != nil {
+						break
+					}
+					r, err := dhcpv4.FromBytes(buf[:k])
+					if err == nil && r.TransactionID == m.TransactionID && r.MessageType() == want {
+						return r
+					}
+				}
+			}
+			return nil
+		}
+		for _, mac := range macs {
+			disc, err := dhcpv4.NewDiscovery(mac, dhcpv4.WithBroadcast(true))
+			if err != nil {
+				return err
+			}
+			offer := exchange(disc, dhcpv4.MessageTypeOffer)
+			if offer == nil {
+				return fmt.Errorf("client %v: no offer", mac)
+			}
+			req, err := dhcpv4.NewRequestFromOffer(offer, dhcpv4.WithBroadcast(true))
+			if err != nil {
+				return err
+			}
+			ack := exchange(req, dhcpv4.MessageTypeAck)
+			if ack == nil {
+				return fmt.Errorf("client %v: no ACK for %v", mac, offer.YourIPAddr)
+			}
+			out[mac.String()] = Bound{IP: ack.YourIPAddr.String(), Server: ack.ServerIdentifier().String()}
+		}
+		return nil
+	})
+	return out, err
 }

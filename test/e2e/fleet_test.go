@@ -328,6 +328,11 @@ resources: {memory: 64m}
 
 	cli("units", "destroy", "web", "picky")
 	waitUntil(t, "containers removed", 30*time.Second, func() bool { return len(nodeB.containers(t)) == 0 })
+
+	// SIGTERM with agents in their long polls: a clean, prompt exit.
+	if err := s.stop(t); err != nil {
+		t.Errorf("serve with agents connected exited with %v after SIGTERM, want a clean exit", err)
+	}
 }
 
 func grepLine(t *testing.T, path, prefix string) string {
