@@ -165,8 +165,9 @@ func TestFleetEndToEnd(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(archives, "busybox.tar"), podmantest.BusyboxArchive(t, image), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s := startServerIn(t, dataDir, freePort(t), "http://"+freePort(t), "http://"+freePort(t),
-		"--profiles", filepath.Join(repoRoot(), "examples/lab"), "--agent-dir", agentBinaries(t), "--node-ttl", "3s")
+	addr, etcdClient, etcdPeer := freePort(t), "http://"+freePort(t), "http://"+freePort(t)
+	serverArgs := []string{"--profiles", filepath.Join(repoRoot(), "examples/lab"), "--agent-dir", agentBinaries(t), "--node-ttl", "3s"}
+	s := startServerIn(t, dataDir, addr, etcdClient, etcdPeer, serverArgs...)
 	cli := func(args ...string) string {
 		t.Helper()
 		out, errOut, code := run(t, append(args, "--server", s.URL, "--data-dir", s.DataDir)...)
@@ -286,11 +287,13 @@ resources: {memory: 64m}
 		b := nodeB.containers(t)
 		return b["web-0"] == macB && b["web-1"] == macB
 	})
-	// The bound: running elsewhere within TTL + 2 s of the kill.
-	if moved := time.Since(killed); moved > 3*time.Second+2*time.Second {
-		t.Errorf("replica running on another node %s after the kill; want within TTL (3s) + 2s", moved)
-	} else {
-		t.Logf("FIGURE kill -9 of an agent to its replica running on another node (TTL 3s): %s", moved.Round(10*time.Millisecond))
+	// The target is TTL + 2 s (bench/RESULTS.md records the figure); the
+	// test fails only past TTL + 5 s, so a busy CI machine does not make
+	// a timing out of a function.
+	moved := time.Since(killed)
+	t.Logf("FIGURE kill -9 of an agent to its replica running on another node (TTL 3s; target TTL + 2s): %s", moved.Round(10*time.Millisecond))
+	if moved > 3*time.Second+5*time.Second {
+		t.Errorf("replica running on another node %s after the kill; want it within TTL (3s) + 2s, and never past TTL + 5s", moved)
 	}
 	if show := cli("nodes", "show", macA); !strings.Contains(show, "lost") || !strings.Contains(show, "agent.lost") {
 		t.Fatalf("nodes show of the dead node:\n%s", show)
@@ -329,10 +332,17 @@ resources: {memory: 64m}
 	cli("units", "destroy", "web", "picky")
 	waitUntil(t, "containers removed", 30*time.Second, func() bool { return len(nodeB.containers(t)) == 0 })
 
-	// SIGTERM with agents in their long polls: a clean, prompt exit.
+	// SIGTERM with agents in their long polls: a clean, prompt exit. The
+	// agents survive the restart: they rejoin and run what is assigned.
 	if err := s.stop(t); err != nil {
 		t.Errorf("serve with agents connected exited with %v after SIGTERM, want a clean exit", err)
 	}
+	s = startServerIn(t, dataDir, addr, etcdClient, etcdPeer, serverArgs...)
+	os.WriteFile(unitFile, []byte("name: after-restart\nimage: "+image+"\ncommand: [sleep, \"600\"]\nglobal: true\n"), 0o644)
+	cli("units", "submit", unitFile)
+	waitUntil(t, "both agents back and running the new unit", 30*time.Second, func() bool {
+		return nodeA.containers(t)["after-restart-0"] == macA && nodeB.containers(t)["after-restart-0"] == macB
+	})
 }
 
 func grepLine(t *testing.T, path, prefix string) string {
