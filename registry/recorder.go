@@ -23,21 +23,27 @@ type Recorder struct {
 	mu      sync.Mutex
 	pending int // queued or being written
 	idle    *sync.Cond
-	// recent holds when each node's last event of each kind and detail
-	// was queued; the same step again within dedupWindow is coalesced, not
-	// written (DHCP retransmits, iPXE retries, a load tool fetching one
-	// config in a loop). Different details (the kernel, then the initrd)
-	// are different steps.
-	recent    map[recentKey]time.Time
+	// recent holds each node's last step (event and detail) and when it
+	// was queued; the same step again, with no other step in between and
+	// within dedupWindow, is coalesced, not written (DHCP retransmits, iPXE
+	// retries, a client fetching one config in a loop). Different details
+	// (the kernel, then the initrd) are different steps, and a reboot's
+	// steps come after others, so they are recorded.
+	recent    map[string]lastStep
 	swept     time.Time
 	coalesced atomic.Uint64
 }
 
-type recentKey struct{ mac, event, detail string }
+type lastStep struct {
+	event, detail string
+	at            time.Time
+}
 
-// dedupWindow is how close the same step of the same node may repeat
-// before it is recorded again.
-const dedupWindow = time.Second
+// dedupWindow is how close the same step of the same node (same event,
+// same detail) may repeat before it is recorded again: a node that fetches
+// its config in a loop, or a client hammering one MAC, costs one write of
+// the node per ten seconds, not one per request.
+const dedupWindow = 10 * time.Second
 
 // NewRecorder returns a Recorder with room for size queued observations
 // (default 65536 when size <= 0). Call Run to start writing.
@@ -45,13 +51,13 @@ func NewRecorder(reg *Registry, size int) *Recorder {
 	if size <= 0 {
 		size = 1 << 16
 	}
-	r := &Recorder{reg: reg, queue: make(chan Observation, size), recent: map[recentKey]time.Time{}}
+	r := &Recorder{reg: reg, queue: make(chan Observation, size), recent: map[string]lastStep{}}
 	r.idle = sync.NewCond(&r.mu)
 	return r
 }
 
-// Record queues an observation and reports whether it was accepted; the
-// same step of a node within a second of the last is coalesced (accepted,
+// Record queues an observation and reports whether it was accepted; a
+// repeat of a node's last step within dedupWindow is coalesced (accepted,
 // not written again).
 func (r *Recorder) Record(o Observation) bool {
 	if o.Event.Time.IsZero() {
@@ -59,16 +65,16 @@ func (r *Recorder) Record(o Observation) bool {
 	}
 	r.mu.Lock()
 	if o.Event.Event != "" {
-		k := recentKey{o.MAC, o.Event.Event, o.Event.Detail}
-		if last, ok := r.recent[k]; ok && o.Event.Time.Sub(last) < dedupWindow {
+		last, ok := r.recent[o.MAC]
+		if ok && last.event == o.Event.Event && last.detail == o.Event.Detail && o.Event.Time.Sub(last.at) < dedupWindow {
 			r.mu.Unlock()
 			r.coalesced.Add(1)
 			return true
 		}
-		r.recent[k] = o.Event.Time
+		r.recent[o.MAC] = lastStep{o.Event.Event, o.Event.Detail, o.Event.Time}
 		if o.Event.Time.Sub(r.swept) > 10*dedupWindow {
-			for k, t := range r.recent {
-				if o.Event.Time.Sub(t) > dedupWindow {
+			for k, l := range r.recent {
+				if o.Event.Time.Sub(l.at) > dedupWindow {
 					delete(r.recent, k)
 				}
 			}
