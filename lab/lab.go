@@ -43,6 +43,10 @@ type Config struct {
 	Dir      string
 	Nodes    int
 	Firmware string
+	// Strangers are extra BIOS VMs whose MACs no group selects: the lab's
+	// group then names its nodes' MACs, and the strangers show how
+	// bootfleet refuses a machine it does not know.
+	Strangers int
 	// Bootfleet is the bootfleet binary the lab serves with; the agent
 	// binaries are expected next to it.
 	Bootfleet string
@@ -61,6 +65,8 @@ type Node struct {
 	Tap      string `json:"tap"`
 	Console  string `json:"console"` // serial log file
 	PID      int    `json:"pid"`
+	// Stranger: no group selects this VM's MAC.
+	Stranger bool `json:"stranger,omitempty"`
 }
 
 // State is what a lab made; it is written before anything is started, and
@@ -94,6 +100,9 @@ func Up(ctx context.Context, cfg Config) (st *State, err error) {
 	}
 	if cfg.Nodes < 1 || cfg.Nodes > 200 {
 		return nil, fmt.Errorf("lab: --nodes %d: want 1 to 200", cfg.Nodes)
+	}
+	if cfg.Strangers < 0 || cfg.Strangers > 50 {
+		return nil, fmt.Errorf("lab: --strangers %d: want 0 to 50", cfg.Strangers)
 	}
 	if cfg.Memory <= 0 {
 		cfg.Memory = 512
@@ -137,6 +146,11 @@ func Up(ctx context.Context, cfg Config) (st *State, err error) {
 		}
 		st.Nodes = append(st.Nodes, Node{MAC: MAC(i), Firmware: fw, Tap: fmt.Sprintf("tap%d", i), Console: filepath.Join(dir, fmt.Sprintf("vm-%d.log", i))})
 	}
+	for j := range cfg.Strangers {
+		i := cfg.Nodes + j
+		st.Nodes = append(st.Nodes, Node{MAC: fmt.Sprintf("52:54:00:bf:ff:%02x", j+1), Firmware: FirmwareBIOS, Tap: fmt.Sprintf("tap%d", i),
+			Console: filepath.Join(dir, fmt.Sprintf("vm-%d.log", i)), Stranger: true})
+	}
 	if err := st.save(); err != nil {
 		return nil, err
 	}
@@ -149,7 +163,15 @@ func Up(ctx context.Context, cfg Config) (st *State, err error) {
 	if err := makeNetwork(st); err != nil {
 		return nil, err
 	}
-	profiles, err := writeProfiles(dir, cfg.Image)
+	var members []string
+	if cfg.Strangers > 0 {
+		for _, n := range st.Nodes {
+			if !n.Stranger {
+				members = append(members, n.MAC)
+			}
+		}
+	}
+	profiles, err := writeProfiles(dir, cfg.Image, members)
 	if err != nil {
 		return nil, err
 	}
@@ -230,12 +252,18 @@ func makeNetwork(st *State) error {
 	return nil
 }
 
-// writeProfiles writes the lab's profiles directory: every node boots the
-// lab image, with an Ignition config that names it.
-func writeProfiles(dir, image string) (string, error) {
+// writeProfiles writes the lab's profiles directory: the nodes boot the
+// lab image, with an Ignition config that names them. With members, the
+// group selects only those MACs; else it is the default group.
+func writeProfiles(dir, image string, members []string) (string, error) {
 	p := filepath.Join(dir, "profiles")
+	group := "# Every lab VM boots the lab image.\nname: lab\nprofile: lab-node\nmetadata:\n  role: lab\n"
+	if len(members) > 0 {
+		group = "# The lab's VMs by MAC; any other machine is refused.\nname: lab\nprofile: lab-node\nselector:\n  mac: [\"" +
+			strings.Join(members, "\", \"") + "\"]\nmetadata:\n  role: lab\n"
+	}
 	files := map[string]string{
-		"groups/lab.yaml": "# Every lab VM boots the lab image.\nname: lab\nprofile: lab-node\nmetadata:\n  role: lab\n",
+		"groups/lab.yaml": group,
 		"profiles/lab-node.yaml": `name: lab-node
 boot:
   kernel: /assets/lab/vmlinuz

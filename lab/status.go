@@ -93,11 +93,19 @@ type Progress struct {
 	// console (zero when the caller kept no record: see Status).
 	Ready   time.Duration
 	IsReady bool
+	// Refused is when a stranger was refused (no group selects it).
+	Refused time.Duration
 	Joined  time.Duration // the agent joined
 }
 
-// Done says whether the node is up: the image said so on its console.
-func (p Progress) Done() bool { return p.IsReady }
+// Done says whether the node got where it can: up (the image said so on
+// its console), or, for a stranger, refused.
+func (p Progress) Done() bool {
+	if p.Node.Stranger {
+		return p.Refused > 0
+	}
+	return p.IsReady
+}
 
 // Status reads each node's progress from the server's inventory and the
 // VMs' consoles. seen, if not nil, remembers when each node's ready marker
@@ -168,6 +176,8 @@ func nodeSteps(ctx context.Context, st *State, token string, p *Progress) error 
 			p.Ignition = at(e.Time)
 		case e.Event == "agent.join" && p.Joined == 0:
 			p.Joined = at(e.Time)
+		case e.Event == "unmatched" && p.Refused == 0:
+			p.Refused = at(e.Time)
 		}
 	}
 	return nil
@@ -175,6 +185,17 @@ func nodeSteps(ctx context.Context, st *State, token string, p *Progress) error 
 
 // Line renders a node's progress as one line.
 func (p Progress) Line() string {
+	if p.Node.Stranger {
+		refused := "refused …"
+		if p.Refused > 0 {
+			refused = fmt.Sprintf("refused %.1fs (no group selects it)", p.Refused.Seconds())
+		}
+		dhcp := "DHCP …"
+		if p.DHCP > 0 {
+			dhcp = fmt.Sprintf("DHCP %.1fs", p.DHCP.Seconds())
+		}
+		return fmt.Sprintf("%s %-8s  %s → %s", p.Node.MAC, "stranger", dhcp, refused)
+	}
 	step := func(name string, d time.Duration) string {
 		if d == 0 {
 			return name + " …"

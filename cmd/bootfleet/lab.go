@@ -81,6 +81,7 @@ DIR/image unless --image names one.`,
 	}
 	cmd.Flags().StringVar(&cfg.Dir, "dir", cfg.Dir, "lab directory (state, server data, consoles)")
 	cmd.Flags().IntVar(&cfg.Nodes, "nodes", cfg.Nodes, "number of VMs")
+	cmd.Flags().IntVar(&cfg.Strangers, "strangers", 0, "extra VMs no group selects, to see bootfleet refuse them")
 	cmd.Flags().StringVar(&cfg.Firmware, "firmware", cfg.Firmware, "bios, uefi (NIC's iPXE ROM), uefi-pxe (firmware's own PXE, as a real server) or mixed")
 	cmd.Flags().StringVar(&cfg.Image, "image", "", "directory with vmlinuz and initrd.img (default DIR/image, built when missing)")
 	cmd.Flags().StringVar(&cfg.Accel, "accel", cfg.Accel, "tcg, kvm, or auto (KVM only when a probe boot works)")

@@ -61,7 +61,7 @@ func TestLabBootsRealFirmware(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "lab")
 	t.Cleanup(func() {
 		if t.Failed() {
-			for i := range 3 {
+			for i := range 4 {
 				if b, err := os.ReadFile(filepath.Join(dir, "vm-"+string(rune('0'+i))+".log")); err == nil {
 					t.Logf("vm-%d console (last lines):\n%s", i, lastN(string(b), 15))
 				}
@@ -72,7 +72,7 @@ func TestLabBootsRealFirmware(t *testing.T) {
 		}
 		exec.Command(bin, "lab", "down", "--dir", dir).Run()
 	})
-	out, errOut, code := runBin(t, bin, "lab", "up", "--dir", dir, "--image", image, "--nodes", "3", "--firmware", "mixed", "--detach", "--timeout", "4m")
+	out, errOut, code := runBin(t, bin, "lab", "up", "--dir", dir, "--image", image, "--nodes", "3", "--firmware", "mixed", "--strangers", "1", "--detach", "--timeout", "4m")
 	t.Logf("lab up:\n%s", out)
 	if code != 0 || !strings.Contains(out, "all nodes ready") {
 		t.Fatalf("lab up: exit %d\n%s", code, errOut)
@@ -86,6 +86,15 @@ func TestLabBootsRealFirmware(t *testing.T) {
 		show, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("nodes show %s: %v\n%s", n.MAC, err, show)
+		}
+		if n.Stranger {
+			// No group selects it: refused with the reason, and it boots
+			// no further.
+			console, _ := os.ReadFile(n.Console)
+			if !strings.Contains(string(show), "unmatched") || strings.Contains(string(show), "ignition") || strings.Contains(string(console), "BOOTFLEET-READY") {
+				t.Errorf("stranger %s was not refused:\n%s\nconsole:\n%s", n.MAC, show, lastN(string(console), 10))
+			}
+			continue
 		}
 		for _, want := range []string{"dhcp.ack", "ipxe", "/assets/lab/vmlinuz", "ignition", "agent.join"} {
 			if !strings.Contains(string(show), want) {
