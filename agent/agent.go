@@ -321,6 +321,10 @@ func (a *Agent) sendLogs(ctx context.Context, lr LogRequest) {
 	if err != nil {
 		up.Error = err.Error()
 	}
+	// The server takes a body of up to 1 MiB: send the last 512 KiB.
+	if n := len(up.Logs); n > maxLogUpload {
+		up.Logs = up.Logs[n-maxLogUpload:]
+	}
 	if err := a.call(ctx, a.hc, http.MethodPost, "/logs/"+url.PathEscape(lr.ID), up, nil); err != nil {
 		a.log.Warn("sending logs failed", "unit", lr.Unit, "error", err)
 	}
@@ -338,6 +342,9 @@ func (a *Agent) containerID(ctx context.Context, name string) (string, error) {
 	}
 	return "", fmt.Errorf("no container %s on this node", name)
 }
+
+// maxLogUpload bounds the logs sent for one request.
+const maxLogUpload = 512 << 10
 
 func containerName(unit string, replica int) string { return unit + "-" + strconv.Itoa(replica) }
 
