@@ -6,13 +6,11 @@ import (
 	"net/netip"
 	"os/exec"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/iana"
-	"golang.org/x/sys/unix"
 
 	"github.com/bootfleet/bootfleet/internal/netnstest"
 )
@@ -51,13 +49,7 @@ func TestProxyBesideDnsmasq(t *testing.T) {
 	// The PXE client, as UEFI firmware sends it.
 	var offers []*dhcpv4.DHCPv4
 	err = netnstest.In(lan.Hosts["pc"], func() error {
-		lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-			return c.Control(func(fd uintptr) {
-				unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_BROADCAST, 1)
-				unix.BindToDevice(int(fd), "eth0")
-			})
-		}}
-		pc, err := lc.ListenPacket(context.Background(), "udp4", ":68")
+		pc, err := netnstest.DHCPClientSocket("eth0")
 		if err != nil {
 			return err
 		}

@@ -8,27 +8,16 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
-	"golang.org/x/sys/unix"
 
+	"github.com/bootfleet/bootfleet/internal/etcdtest"
 	"github.com/bootfleet/bootfleet/internal/netnstest"
 	"github.com/bootfleet/bootfleet/registry"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
-
-func freeURL(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return "http://" + ln.Addr().String()
-}
 
 // Two full servers on one segment and one etcd cluster share the pool in
 // blocks: real udhcpc clients get addresses from both, never the same one,
@@ -43,12 +32,7 @@ func TestTwoServersShareThePool(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	e, err := registry.StartEmbedded(ctx, registry.EmbeddedConfig{Dir: t.TempDir(), ListenClient: freeURL(t), ListenPeer: freeURL(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Close)
-	cli, err := clientv3.New(clientv3.Config{Endpoints: e.Endpoints(), DialTimeout: 5 * time.Second})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: etcdtest.Start(t), DialTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,13 +173,7 @@ func rebind(t *testing.T, ns string, ip netip.Addr) *dhcpv4.DHCPv4 {
 	t.Helper()
 	var reply *dhcpv4.DHCPv4
 	err := netnstest.In(ns, func() error {
-		lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-			return c.Control(func(fd uintptr) {
-				unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_BROADCAST, 1)
-				unix.BindToDevice(int(fd), "eth0")
-			})
-		}}
-		pc, err := lc.ListenPacket(context.Background(), "udp4", ":68")
+		pc, err := netnstest.DHCPClientSocket("eth0")
 		if err != nil {
 			return err
 		}

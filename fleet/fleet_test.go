@@ -2,7 +2,6 @@ package fleet
 
 import (
 	"context"
-	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -11,18 +10,9 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/bootfleet/bootfleet/agent"
+	"github.com/bootfleet/bootfleet/internal/etcdtest"
 	"github.com/bootfleet/bootfleet/registry"
 )
-
-func freeURL(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return "http://" + ln.Addr().String()
-}
 
 // server is one bootfleet server's fleet side over a shared real etcd.
 type server struct {
@@ -31,18 +21,6 @@ type server struct {
 	cli    *clientv3.Client
 	cancel context.CancelFunc
 	done   chan struct{}
-}
-
-func startEtcd(t *testing.T) []string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	e, err := registry.StartEmbedded(ctx, registry.EmbeddedConfig{Dir: t.TempDir(), ListenClient: freeURL(t), ListenPeer: freeURL(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Close)
-	return e.Endpoints()
 }
 
 func startServer(t *testing.T, endpoints []string, name string, ttl time.Duration) *server {
@@ -92,7 +70,7 @@ func nodesOfUnit(f *Fleet, unit string) []string {
 var facts = agent.Facts{Hostname: "n", CPUs: 2, MemoryBytes: 4 << 30, Runtime: "podman", AgentVersion: "test"}
 
 func TestFleetAcrossServers(t *testing.T) {
-	endpoints := startEtcd(t)
+	endpoints := etcdtest.Start(t)
 	const ttl = 2 * time.Second
 	s1 := startServer(t, endpoints, "s1", ttl)
 	s2 := startServer(t, endpoints, "s2", ttl)

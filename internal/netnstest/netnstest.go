@@ -187,6 +187,19 @@ exit 0
 	return env
 }
 
+// DHCPClientSocket opens a DHCP client's socket (UDP :68, broadcast
+// allowed, bound to ifname). Call it inside In, so the socket belongs to
+// the client's namespace.
+func DHCPClientSocket(ifname string) (net.PacketConn, error) {
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		return c.Control(func(fd uintptr) {
+			unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_BROADCAST, 1)
+			unix.BindToDevice(int(fd), ifname)
+		})
+	}}
+	return lc.ListenPacket(context.Background(), "udp4", ":68")
+}
+
 // Bound is what a client got: its address and the server that gave it.
 type Bound struct {
 	IP, Server string
@@ -199,13 +212,7 @@ type Bound struct {
 func DORA(ns, ifname string, macs []net.HardwareAddr) (map[string]Bound, error) {
 	out := map[string]Bound{}
 	err := In(ns, func() error {
-		lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-			return c.Control(func(fd uintptr) {
-				unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_BROADCAST, 1)
-				unix.BindToDevice(int(fd), ifname)
-			})
-		}}
-		pc, err := lc.ListenPacket(context.Background(), "udp4", ":68")
+		pc, err := DHCPClientSocket(ifname)
 		if err != nil {
 			return err
 		}
