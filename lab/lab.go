@@ -451,15 +451,26 @@ func Down(dir string, log *slog.Logger) error {
 			ns = st.Netns
 		}
 	}
+	// A PID from the state file is ours only while its command line still
+	// names the lab dir: after a crash and a reboot it may be anyone's.
+	ours := func(pid int) bool {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		return err == nil && strings.Contains(string(b), dir+"/")
+	}
+	live := pids[:0]
 	for _, pid := range pids {
-		if pid > 0 {
-			_ = syscall.Kill(-pid, syscall.SIGTERM) // its process group
-			_ = syscall.Kill(pid, syscall.SIGTERM)
+		if pid > 0 && ours(pid) {
+			live = append(live, pid)
 		}
+	}
+	pids = live
+	for _, pid := range pids {
+		_ = syscall.Kill(-pid, syscall.SIGTERM) // its process group
+		_ = syscall.Kill(pid, syscall.SIGTERM)
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for _, pid := range pids {
-		for pid > 0 && syscall.Kill(pid, 0) == nil && time.Now().Before(deadline) {
+		for ours(pid) && time.Now().Before(deadline) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
