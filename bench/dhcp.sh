@@ -20,6 +20,7 @@ cleanup() {
   ip netns del "$C" 2>/dev/null || true
 }
 trap cleanup EXIT
+trap "exit 130" INT TERM  # so EXIT cleans up after Ctrl-C or timeout too
 ip netns add "$S"; ip netns add "$C"
 ip link add "$SIF" netns "$S" type veth peer name "$CIF" netns "$C"
 ip -n "$S" addr add 10.78.0.1/16 dev "$SIF"; ip -n "$C" addr add 10.78.0.2/16 dev "$CIF"

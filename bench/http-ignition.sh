@@ -13,6 +13,7 @@ NG_ADDR=127.0.0.1:18081
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
+trap "exit 130" INT TERM  # so EXIT cleans up after Ctrl-C or timeout too
 
 ./bin/bootfleet serve --profiles examples/lab --http "$BF_ADDR" --tftp=false --data-dir "$OUT/data" --log-level warn 2>"$OUT/bootfleet.log" &
 pids+=($!)

@@ -15,6 +15,7 @@ cp "$OUT/profiles/assets/big.bin" "$OUT/hpa/big.bin"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
+trap "exit 130" INT TERM  # so EXIT cleans up after Ctrl-C or timeout too
 
 ./bin/bootfleet serve --profiles "$OUT/profiles" --data-dir "$OUT/data" --http 127.0.0.1:18090 --log-level warn \
   --tftp-listen 127.0.0.1:16969 --etcd-listen-client http://127.0.0.1:23790 --etcd-listen-peer http://127.0.0.1:23800 2>"$OUT/bootfleet.log" &
