@@ -100,7 +100,7 @@ steps:
 	for _, s := range r.Steps {
 		byName[s.Name] = s
 	}
-	for _, name := range []string{"open", "login", "click #login", "wait_for .room.ready", "assert text", "messages"} {
+	for _, name := range []string{"open", "login", "click #login", "wait_for .room.ready", `assert text "Welcome user"`, "messages"} {
 		s, ok := byName[name]
 		if !ok {
 			t.Fatalf("no step %q in the report: %+v", name, r.Steps)
