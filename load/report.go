@@ -83,7 +83,7 @@ func (a *Aggregate) Report(sc *Scenario, browser string, end time.Time) Report {
 		r.Total.Failures += s.Failures
 	}
 	r.Total = stepReport("total", r.Total.Count, r.Total.Failures, all, dur, nil)
-	r.Timeline = a.sortedBuckets()
+	r.Timeline = slices.Clone(a.buckets)
 	for _, b := range r.Timeline {
 		r.Requests += b.Requests
 		r.Bytes += b.Bytes
@@ -95,10 +95,7 @@ func (a *Aggregate) Report(sc *Scenario, browser string, end time.Time) Report {
 		r.WSPerS = math.Round(float64(r.WSReceived)/dur*100) / 100
 	}
 	for name, h := range a.vitals {
-		scale := 1000.0
-		if name == "cls" {
-			scale = 1e6
-		}
+		scale := vitalScale(name)
 		q := func(p float64) float64 { return math.Round(float64(h.ValueAtQuantile(p))/scale*1000) / 1000 }
 		r.WebVitals[name] = VitalReport{Count: h.TotalCount(), P50: q(50), P75: q(75), P95: q(95)}
 	}

@@ -533,7 +533,7 @@ func (s *session) vitals(ctx context.Context) {
 	if err != nil {
 		return
 	}
-	for _, k := range []string{"ttfb", "fcp", "lcp", "cls"} {
+	for _, k := range vitalNames {
 		if x, ok := v[k]; ok && x >= 0 {
 			s.agg.Vital(k, x)
 		}
