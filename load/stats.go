@@ -29,6 +29,10 @@ type StepStats struct {
 	Failures int64
 	Latency  *hdr.Histogram // successful and failed runs, µs
 	Reasons  map[string]int64
+	// Requests and Bytes the browser loaded while the step ran (a
+	// navigation's page and resources).
+	Requests int64
+	Bytes    int64
 }
 
 // Bucket is one second of the run.
@@ -60,6 +64,7 @@ type Aggregate struct {
 	order    []string                  // step names in scenario order
 	buckets  []Bucket                  // index = second since start
 	vitals   map[string]*hdr.Histogram // ttfb, fcp, lcp (µs), cls (×10⁶)
+	statuses map[int64]int64           // HTTP responses by status (0: outside 100–599)
 	sessions int64
 	maxSess  int64
 	lost     int64 // sessions that ended early (browser crashed, node lost)
@@ -72,7 +77,7 @@ const maxBuckets = 7 * 24 * 3600
 
 // NewAggregate starts an aggregate whose time buckets count from start.
 func NewAggregate(start time.Time, stepNames []string) *Aggregate {
-	a := &Aggregate{start: start, steps: map[string]*StepStats{}, vitals: map[string]*hdr.Histogram{}}
+	a := &Aggregate{start: start, steps: map[string]*StepStats{}, vitals: map[string]*hdr.Histogram{}, statuses: map[int64]int64{}}
 	for _, n := range stepNames {
 		a.stepLocked(n)
 	}
@@ -124,6 +129,28 @@ func (a *Aggregate) Step(name string, at time.Time, took time.Duration, reason s
 		b.Failures++
 		s.addReason(reason, 1)
 	}
+}
+
+// StepTraffic adds what the browser loaded during a run of a step.
+func (a *Aggregate) StepTraffic(name string, requests, bytes int64) {
+	if requests == 0 && bytes == 0 {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s := a.stepLocked(name)
+	s.Requests += requests
+	s.Bytes += bytes
+}
+
+// Response counts an HTTP response the browsers received, by status.
+func (a *Aggregate) Response(status int64) {
+	if status < 100 || status > 599 {
+		status = 0
+	}
+	a.mu.Lock()
+	a.statuses[status]++
+	a.mu.Unlock()
 }
 
 // addReason counts a failure reason, keeping at most maxReasons apart.
@@ -214,6 +241,8 @@ func (a *Aggregate) Merge(o *Aggregate) {
 		s, os := a.stepLocked(name), o.steps[name]
 		s.Count += os.Count
 		s.Failures += os.Failures
+		s.Requests += os.Requests
+		s.Bytes += os.Bytes
 		s.Latency.Merge(os.Latency)
 		for _, r := range slices.Sorted(maps.Keys(os.Reasons)) {
 			s.addReason(r, os.Reasons[r])
@@ -251,6 +280,9 @@ func (a *Aggregate) Merge(o *Aggregate) {
 		b.WSSent += ob.WSSent
 		b.WSReceived += ob.WSReceived
 	}
+	for st, n := range o.statuses {
+		a.statuses[st] += n
+	}
 	for n, h := range o.vitals {
 		if _, ok := a.vitals[n]; !ok {
 			a.vitals[n] = newHist()
@@ -272,6 +304,7 @@ type aggregateJSON struct {
 	Steps       []stepJSON          `json:"steps"`
 	Buckets     []Bucket            `json:"buckets"`
 	Vitals      map[string]histJSON `json:"web_vitals,omitempty"`
+	Statuses    map[int64]int64     `json:"http_responses,omitempty"`
 	Sessions    int64               `json:"sessions"`
 	MaxSessions int64               `json:"max_sessions"`
 	Lost        int64               `json:"lost_sessions"`
@@ -284,6 +317,8 @@ type stepJSON struct {
 	Failures int64            `json:"failures"`
 	Latency  histJSON         `json:"latency_us"`
 	Reasons  map[string]int64 `json:"reasons,omitempty"`
+	Requests int64            `json:"requests,omitempty"`
+	Bytes    int64            `json:"bytes,omitempty"`
 }
 
 // histJSON is a histogram in the HdrHistogram V2 compressed encoding
@@ -311,7 +346,7 @@ func decodeHist(b histJSON) (*hdr.Histogram, error) {
 func (a *Aggregate) MarshalJSON() ([]byte, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	w := aggregateJSON{Start: a.start, Buckets: a.buckets, Vitals: map[string]histJSON{},
+	w := aggregateJSON{Start: a.start, Buckets: a.buckets, Vitals: map[string]histJSON{}, Statuses: a.statuses,
 		Sessions: a.sessions, MaxSessions: a.maxSess, Lost: a.lost, Iterations: a.iters}
 	for _, name := range a.order {
 		s := a.steps[name]
@@ -319,7 +354,8 @@ func (a *Aggregate) MarshalJSON() ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("load: step %s: %w", name, err)
 		}
-		w.Steps = append(w.Steps, stepJSON{Name: name, Count: s.Count, Failures: s.Failures, Latency: h, Reasons: s.Reasons})
+		w.Steps = append(w.Steps, stepJSON{Name: name, Count: s.Count, Failures: s.Failures, Latency: h, Reasons: s.Reasons,
+			Requests: s.Requests, Bytes: s.Bytes})
 	}
 	for name, v := range a.vitals {
 		h, err := encodeHist(v)
@@ -363,7 +399,7 @@ func (a *Aggregate) UnmarshalJSON(b []byte) error {
 			return fmt.Errorf("load: aggregate: step %q: %w", s.Name, err)
 		}
 		st := n.stepLocked(s.Name)
-		st.Count, st.Failures, st.Latency = s.Count, s.Failures, h
+		st.Count, st.Failures, st.Latency, st.Requests, st.Bytes = s.Count, s.Failures, h, s.Requests, s.Bytes
 		maps.Copy(st.Reasons, s.Reasons)
 	}
 	for name, v := range w.Vitals {
@@ -376,10 +412,19 @@ func (a *Aggregate) UnmarshalJSON(b []byte) error {
 		}
 		n.vitals[name] = h
 	}
+	if len(w.Statuses) > 501 {
+		return fmt.Errorf("load: aggregate: %d HTTP statuses", len(w.Statuses))
+	}
+	for st, c := range w.Statuses {
+		if st != 0 && (st < 100 || st > 599) {
+			return fmt.Errorf("load: aggregate: HTTP status %d", st)
+		}
+		n.statuses[st] = c
+	}
 	n.sessions, n.maxSess, n.lost, n.iters = w.Sessions, w.MaxSessions, w.Lost, w.Iterations
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.start, a.steps, a.order, a.buckets, a.vitals = n.start, n.steps, n.order, n.buckets, n.vitals
+	a.start, a.steps, a.order, a.buckets, a.vitals, a.statuses = n.start, n.steps, n.order, n.buckets, n.vitals, n.statuses
 	a.sessions, a.maxSess, a.lost, a.iters = n.sessions, n.maxSess, n.lost, n.iters
 	return nil
 }
