@@ -163,3 +163,27 @@ func must[T any](v T, err error) T {
 	}
 	return v
 }
+
+// TestREADMEScenario checks that the README's example scenario is valid.
+func TestREADMEScenario(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(b), "```yaml\n# chat.yaml\n")
+	src, _, ok2 := strings.Cut(rest, "```")
+	if !ok || !ok2 {
+		t.Fatal("README.md has no ```yaml block starting with # chat.yaml")
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "users.csv"), []byte("user\nalice\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sc, err := Parse("README.md", []byte(src), dir)
+	if err != nil {
+		t.Fatalf("the README's scenario:\n%v", err)
+	}
+	if len(sc.Steps) < 5 {
+		t.Errorf("the README's scenario has %d steps", len(sc.Steps))
+	}
+}
