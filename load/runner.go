@@ -127,6 +127,8 @@ func startBrowser(ctx context.Context, exe, tmp string) (*browser, error) {
 	select {
 	case err = <-started:
 	case <-ctx.Done():
+		b.cancel()
+		<-started // and so b.cmd is set, or never will be
 		err = ctx.Err()
 	}
 	if err != nil {
