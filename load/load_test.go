@@ -8,7 +8,9 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -59,9 +61,42 @@ func needBrowser(t *testing.T) string {
 	t.Helper()
 	exe, err := FindBrowser("")
 	if err != nil {
-		t.Fatalf("%v: `make test` installs chromium-headless-shell", err)
+		t.Skipf("%v: `make test` installs chromium-headless-shell and chromium", err)
 	}
 	return exe
+}
+
+// browserDir returns a directory for a run's browsers (Options.TempDir).
+// Whatever browser process still uses it when the test ends, passed or
+// failed, is killed, and the test fails: Run must end its browsers itself.
+func browserDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	t.Cleanup(func() {
+		if pids := browserPIDs(dir); len(pids) > 0 {
+			for _, pid := range pids {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+			t.Errorf("%d browser processes outlived the run: %v", len(pids), pids)
+		}
+	})
+	return dir
+}
+
+// browserPIDs lists the processes whose command line names dir.
+func browserPIDs(dir string) []int {
+	var pids []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline"); err == nil && strings.Contains(string(b), dir) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 func TestRunChatScenario(t *testing.T) {
@@ -91,7 +126,7 @@ steps:
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	agg, err := Run(ctx, sc, Options{SessionsPerBrowser: 2}, nil)
+	agg, err := Run(ctx, sc, Options{SessionsPerBrowser: 2, TempDir: browserDir(t)}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +135,7 @@ steps:
 	for _, s := range r.Steps {
 		byName[s.Name] = s
 	}
-	for _, name := range []string{"open", "login", "click #login", "wait_for .room.ready", "assert text", "messages"} {
+	for _, name := range []string{"open", "login", "click #login", "wait_for .room.ready", `assert text "Welcome user"`, "messages"} {
 		s, ok := byName[name]
 		if !ok {
 			t.Fatalf("no step %q in the report: %+v", name, r.Steps)
@@ -179,7 +214,7 @@ steps:
 	out := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	agg, err := Run(ctx, sc, Options{Out: out}, nil)
+	agg, err := Run(ctx, sc, Options{Out: out, TempDir: browserDir(t)}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,12 +233,135 @@ steps:
 	if err != nil {
 		t.Fatal(err)
 	}
-	agg, err = Run(ctx, sc2, Options{}, nil)
+	agg, err = Run(ctx, sc2, Options{TempDir: browserDir(t)}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r = agg.Report(sc2, "test", time.Now())
 	if s := r.Steps[0]; s.Name != "navigate /broken" || s.Failures != 1 || s.Reasons["HTTP 500"] != 1 {
 		t.Errorf("5xx page: %+v", s)
+	}
+	if r.HTTPStatuses["500"] != 1 {
+		t.Errorf("HTTP responses: %v, want one 500", r.HTTPStatuses)
+	}
+}
+
+// TestRunDuration runs sessions for a time, not a count: they ramp up,
+// think, and start over after a failed step. A js step that is false on
+// odd iterations fails every other iteration; an exception fails it too.
+func TestRunDuration(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a browser")
+	}
+	needBrowser(t)
+	app := chatApp(t)
+	sc, err := Parse("duration.yaml", []byte(`name: duration
+target: `+app.URL+`
+sessions: 3
+ramp_up: 1s
+duration: 4s
+think_time: 50ms
+steps:
+  - name: open
+    navigate: /
+  - type: {selector: "#user", text: "user{{.Session}}"}
+  - click: "#login"
+  - wait_for: {text: "Welcome user{{.Session}}"}
+  - name: even
+    js: "{{.Iteration}} % 2 === 0"
+  - name: ticks
+    ws_messages: {count: 2, timeout: 5s}
+  - name: throws
+    js: "if ({{.Iteration}} === 2) throw new Error('boom'); true"
+`), ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lives []Live
+	began := time.Now()
+	agg, err := Run(context.Background(), sc, Options{SessionsPerBrowser: 2, TempDir: browserDir(t)}, func(l Live) { lives = append(lives, l) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(began); took < 5*time.Second || took > 15*time.Second {
+		t.Errorf("a 1 s ramp-up and 4 s run took %s", took)
+	}
+	r := agg.Report(sc, "test", time.Now())
+	by := map[string]StepReport{}
+	for _, s := range r.Steps {
+		by[s.Name] = s
+	}
+	open, even, ticks, throws := by["open"], by["even"], by["ticks"], by["throws"]
+	if open.Count < 6 || open.Failures != 0 {
+		t.Errorf("open: %+v, want ≥ 2 iterations in each of 3 sessions", open)
+	}
+	// Every iteration starts with open, and a failed step ends it: the
+	// next step runs only after a success.
+	if even.Failures == 0 || even.Reasons["js returned false"] != even.Failures {
+		t.Errorf("even: %+v, want failures with reason js returned false", even)
+	}
+	// (Each session's last run of a step may be cut by the end of the run.)
+	if ok := even.Count - even.Failures; ticks.Count > ok || ticks.Count < ok-3 {
+		t.Errorf("ticks ran %d times after %d successes of even", ticks.Count, ok)
+	}
+	if throws.Failures == 0 || !strings.Contains(fmt.Sprint(throws.Reasons), "Error: boom at <anonymous>") {
+		t.Errorf("throws: %+v, want the exception as the reason", throws)
+	}
+	if open.Requests == 0 || open.Bytes == 0 {
+		t.Errorf("open loaded %d requests, %d bytes", open.Requests, open.Bytes)
+	}
+	if r.Sessions != 3 || r.HTTPStatuses["200"] < open.Count {
+		t.Errorf("sessions %d, HTTP responses %v", r.Sessions, r.HTTPStatuses)
+	}
+	// Ramp-up: the first second has fewer sessions than the peak; the
+	// progress callback ran about once a second.
+	if len(r.Timeline) < 4 || r.Timeline[0].Sessions >= 3 {
+		t.Errorf("timeline: %+v", r.Timeline)
+	}
+	if len(lives) < 3 || lives[len(lives)-1].Steps == 0 {
+		t.Errorf("progress: %+v", lives)
+	}
+}
+
+// TestRunBrowserDies kills a browser in the middle of a run: its sessions
+// go on in a new one.
+func TestRunBrowserDies(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a browser")
+	}
+	needBrowser(t)
+	app := chatApp(t)
+	sc, err := Parse("dies.yaml", []byte(`name: dies
+target: `+app.URL+`
+sessions: 2
+duration: 5s
+steps:
+  - navigate: /
+  - sleep: 100ms
+`), ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := browserDir(t)
+	go func() {
+		time.Sleep(2 * time.Second)
+		// The browser's main process leads its process group.
+		for _, pid := range browserPIDs(dir) {
+			if pgid, err := syscall.Getpgid(pid); err == nil && pgid == pid {
+				_ = syscall.Kill(-pid, syscall.SIGKILL)
+			}
+		}
+	}()
+	agg, err := Run(context.Background(), sc, Options{TempDir: dir}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := agg.Report(sc, "test", time.Now())
+	if r.LostSessions == 0 {
+		t.Errorf("no session lost its browser: %+v", r)
+	}
+	last := r.Timeline[len(r.Timeline)-2]
+	if last.Steps == 0 || last.Sessions != 2 {
+		t.Errorf("no sessions running in a new browser near the end: %+v", r.Timeline)
 	}
 }

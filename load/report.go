@@ -29,6 +29,8 @@ type StepReport struct {
 	P95Ms     float64          `json:"p95_ms"`
 	P99Ms     float64          `json:"p99_ms"`
 	PerSecond float64          `json:"per_second"`
+	Requests  int64            `json:"requests"` // loaded while the step ran
+	Bytes     int64            `json:"bytes"`
 	Reasons   map[string]int64 `json:"failure_reasons,omitempty"`
 }
 
@@ -55,6 +57,7 @@ type Report struct {
 	HitsPerS     float64                `json:"hits_per_s"`
 	Requests     int64                  `json:"requests"`
 	Bytes        int64                  `json:"bytes"`
+	HTTPStatuses map[string]int64       `json:"http_responses"` // by status; "0" outside 100–599
 	WSSent       int64                  `json:"ws_sent"`
 	WSReceived   int64                  `json:"ws_received"`
 	WSPerS       float64                `json:"ws_received_per_s"`
@@ -78,12 +81,22 @@ func (a *Aggregate) Report(sc *Scenario, browser string, end time.Time) Report {
 	for _, name := range a.order {
 		s := a.steps[name]
 		all.Merge(s.Latency)
-		r.Steps = append(r.Steps, stepReport(name, s.Count, s.Failures, s.Latency, dur, s.Reasons))
+		sr := stepReport(name, s.Count, s.Failures, s.Latency, dur, s.Reasons)
+		sr.Requests, sr.Bytes = s.Requests, s.Bytes
+		r.Steps = append(r.Steps, sr)
 		r.Total.Count += s.Count
 		r.Total.Failures += s.Failures
+		r.Total.Requests += s.Requests
+		r.Total.Bytes += s.Bytes
 	}
+	req, bytes := r.Total.Requests, r.Total.Bytes
 	r.Total = stepReport("total", r.Total.Count, r.Total.Failures, all, dur, nil)
-	r.Timeline = a.sortedBuckets()
+	r.Total.Requests, r.Total.Bytes = req, bytes
+	r.HTTPStatuses = map[string]int64{}
+	for st, n := range a.statuses {
+		r.HTTPStatuses[strconv.FormatInt(st, 10)] = n
+	}
+	r.Timeline = slices.Clone(a.buckets)
 	for _, b := range r.Timeline {
 		r.Requests += b.Requests
 		r.Bytes += b.Bytes
@@ -95,10 +108,7 @@ func (a *Aggregate) Report(sc *Scenario, browser string, end time.Time) Report {
 		r.WSPerS = math.Round(float64(r.WSReceived)/dur*100) / 100
 	}
 	for name, h := range a.vitals {
-		scale := 1000.0
-		if name == "cls" {
-			scale = 1e6
-		}
+		scale := vitalScale(name)
 		q := func(p float64) float64 { return math.Round(float64(h.ValueAtQuantile(p))/scale*1000) / 1000 }
 		r.WebVitals[name] = VitalReport{Count: h.TotalCount(), P50: q(50), P75: q(75), P95: q(95)}
 	}
@@ -153,11 +163,12 @@ func (r Report) writeCSV(path string) error {
 	}
 	defer f.Close()
 	w := csv.NewWriter(f)
-	w.Write([]string{"name", "count", "failures", "failed_pct", "avg_ms", "min_ms", "max_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "per_second"})
+	w.Write([]string{"name", "count", "failures", "failed_pct", "avg_ms", "min_ms", "max_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "per_second", "requests", "bytes"})
 	num := func(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
 	for _, s := range append(slices.Clone(r.Steps), r.Total) {
 		w.Write([]string{s.Name, strconv.FormatInt(s.Count, 10), strconv.FormatInt(s.Failures, 10), num(s.FailedPct),
-			num(s.AvgMs), num(s.MinMs), num(s.MaxMs), num(s.P50Ms), num(s.P90Ms), num(s.P95Ms), num(s.P99Ms), num(s.PerSecond)})
+			num(s.AvgMs), num(s.MinMs), num(s.MaxMs), num(s.P50Ms), num(s.P90Ms), num(s.P95Ms), num(s.P99Ms), num(s.PerSecond),
+			strconv.FormatInt(s.Requests, 10), strconv.FormatInt(s.Bytes, 10)})
 	}
 	w.Flush()
 	if err := w.Error(); err != nil {
@@ -210,11 +221,14 @@ polyline{fill:none;stroke:#2a6fdb;stroke-width:1.5}
 up to {{.R.Sessions}} sessions ({{.R.LostSessions}} lost) · {{.R.Iterations}} iterations ·
 {{.R.HitsPerS}} steps/s · {{.R.Requests}} requests · {{.R.Bytes}} bytes · {{.R.WSReceived}} websocket messages received ({{.R.WSPerS}}/s), {{.R.WSSent}} sent</p>
 <h2>Steps</h2>
-<table><tr><th>step</th><th>count</th><th>failures</th><th>%</th><th>avg ms</th><th>min</th><th>max</th><th>p50</th><th>p90</th><th>p95</th><th>p99</th><th>per s</th></tr>
-{{range .Rows}}<tr><td>{{.Name}}</td><td>{{.Count}}</td><td{{if .Failures}} class="bad"{{end}}>{{.Failures}}</td><td>{{.FailedPct}}</td><td>{{.AvgMs}}</td><td>{{.MinMs}}</td><td>{{.MaxMs}}</td><td>{{.P50Ms}}</td><td>{{.P90Ms}}</td><td>{{.P95Ms}}</td><td>{{.P99Ms}}</td><td>{{.PerSecond}}</td></tr>
+<table><tr><th>step</th><th>count</th><th>failures</th><th>%</th><th>avg ms</th><th>min</th><th>max</th><th>p50</th><th>p90</th><th>p95</th><th>p99</th><th>per s</th><th>requests</th><th>bytes</th></tr>
+{{range .Rows}}<tr><td>{{.Name}}</td><td>{{.Count}}</td><td{{if .Failures}} class="bad"{{end}}>{{.Failures}}</td><td>{{.FailedPct}}</td><td>{{.AvgMs}}</td><td>{{.MinMs}}</td><td>{{.MaxMs}}</td><td>{{.P50Ms}}</td><td>{{.P90Ms}}</td><td>{{.P95Ms}}</td><td>{{.P99Ms}}</td><td>{{.PerSecond}}</td><td>{{.Requests}}</td><td>{{.Bytes}}</td></tr>
 {{end}}</table>
 {{if .Failures}}<h2>Failures</h2><table><tr><th>step</th><th>reason</th><th>count</th></tr>
 {{range .Failures}}<tr><td>{{.Step}}</td><td style="text-align:left">{{.Reason}}</td><td>{{.Count}}</td></tr>{{end}}</table>{{end}}
+<h2>HTTP responses</h2>
+<table><tr><th>status</th><th>responses</th></tr>
+{{range $k, $v := .R.HTTPStatuses}}<tr><td>{{$k}}</td><td>{{$v}}</td></tr>{{end}}</table>
 <h2>Web Vitals</h2>
 <table><tr><th>vital</th><th>navigations</th><th>p50</th><th>p75</th><th>p95</th></tr>
 {{range $k, $v := .R.WebVitals}}<tr><td>{{$k}}</td><td>{{$v.Count}}</td><td>{{$v.P50}}</td><td>{{$v.P75}}</td><td>{{$v.P95}}</td></tr>{{end}}</table>

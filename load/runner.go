@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/chromedp/cdproto/cdp"
@@ -43,7 +44,10 @@ type Options struct {
 	// SessionOffset numbers this runner's sessions from offset+1 (a worker
 	// of a distributed run).
 	SessionOffset int
-	Log           *slog.Logger
+	// TempDir holds the browsers' fresh user data directories; default
+	// os.TempDir().
+	TempDir string
+	Log     *slog.Logger
 }
 
 // FindBrowser returns the browser to use: the given path, else
@@ -90,11 +94,94 @@ func browserFlags(exe, userDataDir string) []chromedp.ExecAllocatorOption {
 	}
 }
 
-// browser is one browser process and the sessions it hosts.
+// browser is one browser process and the sessions it hosts. It runs in a
+// process group of its own, so that closing it ends every process it
+// started (zygote, renderers, network service), not only the first.
 type browser struct {
 	ctx    context.Context
 	cancel context.CancelFunc
+	cmd    *exec.Cmd
 	dir    string
+}
+
+// startBrowser starts a browser with a fresh user data directory under
+// tmp; ctx bounds only the start.
+func startBrowser(ctx context.Context, exe, tmp string) (*browser, error) {
+	dir, err := os.MkdirTemp(tmp, "bootfleet-browser-")
+	if err != nil {
+		return nil, fmt.Errorf("load: %w", err)
+	}
+	b := &browser{dir: dir}
+	opts := append(browserFlags(exe, dir), chromedp.ModifyCmdFunc(func(cmd *exec.Cmd) {
+		b.cmd = cmd
+		// Its own process group, killed with the runner (Pdeathsig) or
+		// by close.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	}))
+	// The browser lives until close, not as long as ctx.
+	actx, acancel := chromedp.NewExecAllocator(context.WithoutCancel(ctx), opts...)
+	bctx, bcancel := chromedp.NewContext(actx)
+	b.ctx, b.cancel = bctx, func() { bcancel(); acancel() }
+	started := make(chan error, 1)
+	go func() { started <- chromedp.Do(bctx) }()
+	select {
+	case err = <-started:
+	case <-ctx.Done():
+		b.cancel()
+		<-started // and so b.cmd is set, or never will be
+		err = ctx.Err()
+	}
+	if err != nil {
+		b.close()
+		return nil, fmt.Errorf("load: start %s: %w", exe, err)
+	}
+	return b, nil
+}
+
+// close ends the browser and every process of its group, and removes its
+// user data directory.
+func (b *browser) close() {
+	b.cancel()
+	if b.cmd != nil && b.cmd.Process != nil {
+		_ = syscall.Kill(-b.cmd.Process.Pid, syscall.SIGKILL)
+	}
+	_ = os.RemoveAll(b.dir)
+}
+
+// slot is the place of one browser process among a run's; a browser that
+// died is replaced when the next session asks for it.
+type slot struct {
+	mu sync.Mutex
+	b  *browser
+}
+
+func (s *slot) get(ctx context.Context, exe, tmp string, log *slog.Logger, i int) (*browser, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.b != nil && s.b.ctx.Err() == nil {
+		return s.b, nil
+	}
+	if s.b != nil {
+		log.Warn("browser died; starting another", "browser", i)
+		s.b.close()
+		s.b = nil
+	}
+	b, err := startBrowser(ctx, exe, tmp)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("browser started", "browser", i, "exe", exe, "pid", b.cmd.Process.Pid)
+	s.b = b
+	return b, nil
+}
+
+func (s *slot) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.b != nil {
+		s.b.close()
+		s.b = nil
+	}
 }
 
 // Run runs the scenario until its duration (or iterations) is done or ctx
@@ -133,39 +220,14 @@ func Run(ctx context.Context, sc *Scenario, opts Options, progress func(Live)) (
 		defer cancel()
 	}
 
-	var mu sync.Mutex
-	browsers := map[int]*browser{}
+	// Sessions 0..N-1 of one browser, N..2N-1 of the next, and so on:
+	// browsers start as the ramp-up reaches them.
+	slots := make([]slot, (sessions+opts.SessionsPerBrowser-1)/opts.SessionsPerBrowser)
 	defer func() {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, b := range browsers {
-			b.cancel()
-			_ = os.RemoveAll(b.dir)
+		for i := range slots {
+			slots[i].close()
 		}
 	}()
-	getBrowser := func(i int) (*browser, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		if b, ok := browsers[i]; ok {
-			return b, nil
-		}
-		dir, err := os.MkdirTemp("", "bootfleet-browser-")
-		if err != nil {
-			return nil, err
-		}
-		actx, acancel := chromedp.NewExecAllocator(context.WithoutCancel(ctx), browserFlags(exe, dir)...)
-		bctx, bcancel := chromedp.NewContext(actx)
-		// Start the browser with a context that lives as long as the run.
-		if err := chromedp.Do(bctx); err != nil {
-			bcancel()
-			acancel()
-			return nil, fmt.Errorf("load: start %s: %w", exe, err)
-		}
-		b := &browser{ctx: bctx, cancel: func() { bcancel(); acancel() }, dir: dir}
-		browsers[i] = b
-		opts.Log.Info("browser started", "browser", i, "exe", exe)
-		return b, nil
-	}
 
 	done := make(chan struct{})
 	if progress != nil {
@@ -199,17 +261,26 @@ func Run(ctx context.Context, sc *Scenario, opts Options, progress func(Live)) (
 				return
 			case <-time.After(delay):
 			}
-			b, err := getBrowser(i / opts.SessionsPerBrowser)
-			if err != nil {
-				firstErr.CompareAndSwap(nil, &err)
-				agg.Lost(1)
-				return
-			}
 			s := &session{n: n, sc: sc, agg: agg, opts: opts}
 			if d := sc.Data; len(d) > 0 {
 				s.data = d[(n-1)%len(d)]
 			}
-			s.run(runCtx, b.ctx)
+			sl := &slots[i/opts.SessionsPerBrowser]
+			// A session whose browser died goes on in a new one, a few
+			// times at most.
+			for attempt := 0; attempt < 3 && runCtx.Err() == nil; attempt++ {
+				b, err := sl.get(runCtx, exe, opts.TempDir, opts.Log, i/opts.SessionsPerBrowser)
+				if err != nil {
+					if runCtx.Err() == nil {
+						firstErr.CompareAndSwap(nil, &err)
+						agg.Lost(1)
+					}
+					return
+				}
+				if !s.run(runCtx, b.ctx) {
+					return
+				}
+			}
 		}()
 	}
 	wg.Wait()
@@ -228,16 +299,21 @@ type session struct {
 	agg  *Aggregate
 	opts Options
 	data map[string]string
+	iter int // the iteration running, from 1
 
 	status     atomic.Int64 // HTTP status of the last navigation
-	requests   atomic.Int64
+	requests   atomic.Int64 // since the last flush
 	bytes      atomic.Int64
+	reqTotal   atomic.Int64 // over the session, never reset: a step's share
+	bytesTotal atomic.Int64
 	wsSent     atomic.Int64
 	wsReceived atomic.Int64
 	wsTotal    atomic.Int64 // frames received over the session, never reset
 }
 
-func (s *session) run(ctx context.Context, browserCtx context.Context) {
+// run runs the session's iterations in a browser context of its own until
+// they are done or ctx ends; it reports whether the browser died under it.
+func (s *session) run(ctx context.Context, browserCtx context.Context) (browserDied bool) {
 	sctx, cancel := chromedp.NewContext(browserCtx, chromedp.WithNewBrowserContext())
 	defer cancel()
 	// The session's target, for the event subscriptions.
@@ -248,37 +324,36 @@ func (s *session) run(ctx context.Context, browserCtx context.Context) {
 		return chromedp.Void{}, err
 	})
 	if err != nil {
-		if ctx.Err() == nil {
+		if ctx.Err() == nil && browserCtx.Err() == nil {
 			s.opts.Log.Warn("session could not start", "session", s.n, "error", err)
 			s.agg.Lost(1)
 		}
-		return
+		return browserCtx.Err() != nil
 	}
 	s.agg.Sessions(time.Now(), 1)
-	defer s.agg.Sessions(time.Now(), -1)
+	defer func() { s.agg.Sessions(time.Now(), -1) }() // at the end, not now
 	evCtx, stopEvents := context.WithCancel(sctx)
 	defer stopEvents()
 	s.watch(evCtx, target)
 	go s.flushTraffic(evCtx)
 
-	for iter := 1; ctx.Err() == nil; iter++ {
-		if s.sc.Iterations > 0 && iter > s.sc.Iterations {
-			break
+	defer s.flush()
+	for ctx.Err() == nil {
+		s.iter++
+		if s.sc.Iterations > 0 && s.iter > s.sc.Iterations {
+			return false
 		}
-		ok := s.iteration(ctx, sctx, iter)
-		if ok {
+		if s.iteration(ctx, sctx) {
 			s.agg.Iteration()
 		}
-		if browserGone(sctx) {
+		if sctx.Err() != nil && ctx.Err() == nil {
 			s.agg.Lost(1)
-			s.opts.Log.Warn("browser gone; session lost", "session", s.n)
-			break
+			s.opts.Log.Warn("browser gone under a session", "session", s.n)
+			return true
 		}
 	}
-	s.flush()
+	return false
 }
-
-func browserGone(ctx context.Context) bool { return ctx.Err() != nil }
 
 // watch counts the session's network traffic and websocket frames, and
 // keeps the status of the last document response.
@@ -288,7 +363,11 @@ func (s *session) watch(ctx context.Context, t *chromedp.Target) {
 			if err != nil {
 				return
 			}
-			if ev.Type == network.ResourceTypeDocument && ev.Response != nil {
+			if ev.Response == nil {
+				continue
+			}
+			s.agg.Response(ev.Response.Status)
+			if ev.Type == network.ResourceTypeDocument {
 				s.status.Store(ev.Response.Status)
 			}
 		}
@@ -300,6 +379,8 @@ func (s *session) watch(ctx context.Context, t *chromedp.Target) {
 			}
 			s.requests.Add(1)
 			s.bytes.Add(int64(ev.EncodedDataLength))
+			s.reqTotal.Add(1)
+			s.bytesTotal.Add(int64(ev.EncodedDataLength))
 		}
 	}()
 	go func() {
@@ -339,23 +420,25 @@ func (s *session) flush() {
 	s.agg.Traffic(time.Now(), s.requests.Swap(0), s.bytes.Swap(0), s.wsSent.Swap(0), s.wsReceived.Swap(0))
 }
 
-// iteration runs the steps once; a failed step ends it.
-func (s *session) iteration(runCtx, sctx context.Context, iter int) bool {
-	d := SessionData{Session: s.n, Iteration: iter, Data: s.data}
+// iteration runs the steps once; a failed step ends it. The think time
+// goes before every step but the session's first.
+func (s *session) iteration(runCtx, sctx context.Context) bool {
+	d := SessionData{Session: s.n, Iteration: s.iter, Data: s.data}
 	for i, st := range s.sc.Steps {
 		if runCtx.Err() != nil {
 			return false
 		}
-		if i > 0 && s.sc.ThinkTime > 0 {
+		if (s.iter > 1 || i > 0) && s.sc.ThinkTime > 0 {
 			select {
 			case <-runCtx.Done():
 				return false
 			case <-time.After(s.sc.ThinkTime):
 			}
 		}
-		began := time.Now()
+		began, req0, bytes0 := time.Now(), s.reqTotal.Load(), s.bytesTotal.Load()
 		err := s.step(runCtx, sctx, st, d)
 		took := time.Since(began)
+		s.agg.StepTraffic(st.Name, s.reqTotal.Load()-req0, s.bytesTotal.Load()-bytes0)
 		if runCtx.Err() != nil && err != nil {
 			return false // the run ended mid-step: not the step's fault
 		}
@@ -366,7 +449,7 @@ func (s *session) iteration(runCtx, sctx context.Context, iter int) bool {
 		s.agg.Step(st.Name, began, took, reason)
 		if err != nil {
 			if s.sc.Screenshots && s.opts.Out != "" {
-				s.screenshot(sctx, st, iter)
+				s.screenshot(sctx, st, s.iter)
 			}
 			return false
 		}
@@ -374,9 +457,9 @@ func (s *session) iteration(runCtx, sctx context.Context, iter int) bool {
 	return true
 }
 
-// failureReason makes an error a short, groupable reason.
+// failureReason makes an error a short, groupable reason on one line.
 func failureReason(err error) string {
-	msg := err.Error()
+	msg := strings.Join(strings.Fields(err.Error()), " ")
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
 		return "timeout"
@@ -533,7 +616,7 @@ func (s *session) vitals(ctx context.Context) {
 	if err != nil {
 		return
 	}
-	for _, k := range []string{"ttfb", "fcp", "lcp", "cls"} {
+	for _, k := range vitalNames {
 		if x, ok := v[k]; ok && x >= 0 {
 			s.agg.Vital(k, x)
 		}

@@ -44,7 +44,7 @@ steps:
 func TestParseDataFile(t *testing.T) {
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "users.csv"), []byte("user,password\nalice,a1\nbob,b2\n"), 0o644)
-	sc, err := Parse(filepath.Join(dir, "s.yaml"), []byte("name: s\ntarget: http://x\ndata: users.csv\nsteps:\n  - type: {selector: \"#u\", text: \"{{.Data.user}}\"}\n"), dir)
+	sc, err := Parse(filepath.Join(dir, "s.yaml"), []byte("name: s\ntarget: http://127.0.0.1:1\ndata: users.csv\nsteps:\n  - type: {selector: \"#u\", text: \"{{.Data.user}}\"}\n"), dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,43 +53,89 @@ func TestParseDataFile(t *testing.T) {
 	}
 }
 
+// TestParseErrors runs every case in testdata/errors: a scenario, a line
+// of dashes, then every error Parse reports for it, one per line, as
+// path:line:col: message. UPDATE_TESTDATA=1 rewrites the expectations.
 func TestParseErrors(t *testing.T) {
-	for _, tc := range []struct {
-		name, src string
-		want      []string
-	}{
-		{"unknown key", "name: s\ntarget: http://x\nsesions: 2\nsteps: [{navigate: /}]\n", []string{"s.yaml:3:1: ", `unknown field "sesions"`}},
-		{"unknown step key", "name: s\ntarget: http://x\nsteps:\n  - navigate: /\n    klick: a\n", []string{"s.yaml:5:5: ", `unknown field "klick"`}},
-		{"no action", "name: s\ntarget: http://x\nsteps:\n  - name: nothing\n", []string{"s.yaml:4:5: step 1 has no action"}},
-		{"two actions", "name: s\ntarget: http://x\nsteps:\n  - navigate: /\n    click: a\n", []string{"s.yaml:4:5: step has 2 actions"}},
-		{"bad duration", "name: s\ntarget: http://x\nduration: forever\nsteps: [{navigate: /}]\n", []string{`s.yaml:3:11: duration "forever"`}},
-		{"bad target", "name: s\ntarget: ftp://x\nsteps: [{navigate: /}]\n", []string{`s.yaml:2:9: target "ftp://x"`}},
-		{"both duration and iterations", "name: s\ntarget: http://x\nduration: 1m\niterations: 3\nsteps: [{navigate: /}]\n", []string{"s.yaml:4:13: duration and iterations"}},
-		{"bad template", "name: s\ntarget: http://x\nsteps:\n  - type: {selector: a, text: \"{{.Session\"}\n", []string{"s.yaml:4:12: type: "}},
-		{"ws count", "name: s\ntarget: http://x\nsteps:\n  - ws_messages: {count: 0}\n", []string{"s.yaml:4:19: ws_messages: count must be at least 1"}},
-		{"duplicate names", "name: s\ntarget: http://x\nsteps:\n  - {name: a, navigate: /}\n  - {name: a, click: b}\n", []string{`step name "a" is used by step 1 too`}},
-		{"every error", "target: ftp://x\nsessions: 0\nsteps: []\n", []string{"s.yaml:1:1: the scenario has no name", `target "ftp://x"`, "sessions: 0", "no steps"}},
-		{"missing data", "name: s\ntarget: http://x\ndata: nope.csv\nsteps: [{navigate: /}]\n", []string{"s.yaml:3:7: data: "}},
-		{"empty", "", []string{"s.yaml: the file is empty"}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			_, err := Parse("s.yaml", []byte(tc.src), t.TempDir())
-			if err == nil {
-				t.Fatal("no error")
+	files, err := filepath.Glob(filepath.Join("testdata", "errors", "*.txt"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no cases in testdata/errors: %v", err)
+	}
+	const sep = "\n-----\n"
+	for _, file := range files {
+		t.Run(strings.TrimSuffix(filepath.Base(file), ".txt"), func(t *testing.T) {
+			b, err := os.ReadFile(file)
+			if err != nil {
+				t.Fatal(err)
 			}
-			for _, w := range tc.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q does not contain %q", err, w)
+			src, want, ok := strings.Cut(string(b), sep)
+			if !ok {
+				t.Fatalf("%s has no %q line", file, strings.TrimSpace(sep))
+			}
+			_, err = Parse("scenario.yaml", []byte(src), filepath.Dir(file))
+			if err == nil {
+				t.Fatalf("no error for\n%s", src)
+			}
+			got := err.Error() + "\n"
+			if os.Getenv("UPDATE_TESTDATA") != "" {
+				if err := os.WriteFile(file, []byte(src+sep+got), 0o644); err != nil {
+					t.Fatal(err)
 				}
+				return
+			}
+			if got != want {
+				t.Errorf("errors for %s:\n%s\nwant:\n%s", file, got, want)
 			}
 		})
 	}
 }
 
+// TestParseStepNames: unnamed steps are named from their action; a
+// repeated action gets a row of its own.
+func TestParseStepNames(t *testing.T) {
+	sc, err := Parse("s.yaml", []byte(`name: s
+target: http://127.0.0.1:1
+steps:
+  - navigate: /
+  - click: "#next"
+  - click: "#next"
+  - name: "click #back"
+    click: "#back"
+  - click: "#back"
+  - wait_for: {text: "Hello {{.Session}}"}
+  - assert: {status: 200}
+  - sleep: 1s
+  - js: "true"
+  - ws_messages: {count: 3}
+`), ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, st := range sc.Steps {
+		got = append(got, st.Name)
+	}
+	want := []string{"navigate /", "click #next", "click #next (2)", "click #back", "click #back (2)",
+		`wait_for text "Hello {{.Session}}"`, "assert status 200", "sleep 1s", "js", "ws_messages 3"}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("step names:\n got %q\nwant %q", got, want)
+	}
+	if sc.Iterations != 1 || sc.Sessions != 1 || sc.Steps[0].Timeout != DefaultStepTimeout {
+		t.Errorf("defaults: iterations %d sessions %d timeout %s", sc.Iterations, sc.Sessions, sc.Steps[0].Timeout)
+	}
+}
+
 func FuzzParse(f *testing.F) {
-	f.Add([]byte("name: s\ntarget: http://x\nsteps:\n  - navigate: /\n  - wait_for: {text: hi}\n"))
-	f.Add([]byte("name: s\ntarget: http://x\niterations: 2\nsteps: [{ws_messages: {count: 2}}, {assert: {status: 200}}]\n"))
+	f.Add([]byte("name: s\ntarget: http://127.0.0.1:1\nsessions: 3\nthink_time: 1s\nsteps:\n  - navigate: /\n  - wait_for: {text: hi}\n  - click: a\n  - click: a\n"))
+	f.Add([]byte("name: s\ntarget: http://127.0.0.1:1\niterations: 2\nsteps: [{ws_messages: {count: 2}}, {assert: {status: 200}}]\n"))
 	f.Add([]byte("steps:\n  - type: {selector: a, text: '{{.Data.x}}'}\n"))
+	f.Add([]byte("&a name: *a\ntarget: !!str http://h\nsteps: [{js: '{{range 3}}x{{end}}'}]\n"))
+	for _, file := range must(filepath.Glob(filepath.Join("testdata", "errors", "*.txt"))) {
+		if b, err := os.ReadFile(file); err == nil {
+			src, _, _ := strings.Cut(string(b), "\n-----\n")
+			f.Add([]byte(src))
+		}
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		sc, err := Parse("f.yaml", data, t.TempDir())
 		if err != nil {
@@ -98,10 +144,46 @@ func FuzzParse(f *testing.F) {
 		if sc.Name == "" || sc.Target == nil || len(sc.Steps) == 0 || sc.Sessions < 1 {
 			t.Fatalf("accepted an invalid scenario: %+v", sc)
 		}
+		names := map[string]bool{}
 		for _, st := range sc.Steps {
-			if st.Name == "" || st.Action == "" || st.Timeout <= 0 {
+			if st.Name == "" || st.Action == "" || st.Timeout <= 0 || names[st.Name] {
 				t.Fatalf("accepted an invalid step: %+v", st)
+			}
+			names[st.Name] = true
+			if _, err := st.Render(SessionData{Session: 1, Data: map[string]string{}}); err != nil {
+				t.Fatalf("step %s does not render for session 1: %v", st.Name, err)
 			}
 		}
 	})
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+// TestREADMEScenario checks that the README's example scenario is valid.
+func TestREADMEScenario(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(b), "```yaml\n# chat.yaml\n")
+	src, _, ok2 := strings.Cut(rest, "```")
+	if !ok || !ok2 {
+		t.Fatal("README.md has no ```yaml block starting with # chat.yaml")
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "users.csv"), []byte("user\nalice\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sc, err := Parse("README.md", []byte(src), dir)
+	if err != nil {
+		t.Fatalf("the README's scenario:\n%v", err)
+	}
+	if len(sc.Steps) < 5 {
+		t.Errorf("the README's scenario has %d steps", len(sc.Steps))
+	}
 }

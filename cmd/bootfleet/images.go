@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 
@@ -128,7 +129,7 @@ func defaultAgentPath() string {
 	if err != nil {
 		return ""
 	}
-	p := exe[:len(exe)-len("bootfleet")] + "bootfleet-agent-amd64"
+	p := filepath.Join(filepath.Dir(exe), "bootfleet-agent-amd64")
 	if _, err := os.Stat(p); err != nil {
 		return ""
 	}

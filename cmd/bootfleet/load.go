@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -52,7 +51,7 @@ OUT/report.csv and OUT/report.html.`,
 			stderr := cmd.ErrOrStderr()
 			fmt.Fprintf(stderr, "load: %s against %s with %s\n", sc.Name, sc.Target, exe)
 			agg, err := load.Run(cmd.Context(), sc, opts, func(l load.Live) {
-				fmt.Fprintf(stderr, "%6.0fs  sessions %4d  steps %7d  %6.1f/s  failures %5d  p95 %8s  ws %d\n",
+				fmt.Fprintf(stderr, "%6.0fs  sessions %4d  steps %7d  %6.1f steps/s  failures %5d  p95 %8s  ws received %d\n",
 					l.Elapsed.Seconds(), l.Sessions, l.Steps, l.StepsPerS, l.Failures, l.P95.Round(time.Millisecond), l.WSReceived)
 			})
 			if err != nil {
@@ -68,7 +67,7 @@ OUT/report.csv and OUT/report.html.`,
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "report: %s/report.html (and report.json, report.csv)\n", out)
 			if r.Total.Count == 0 {
-				fmt.Fprintln(os.Stderr, "load: no step ran")
+				fmt.Fprintln(stderr, "load: no step ran")
 				return exitError{code: 1}
 			}
 			return nil
