@@ -56,13 +56,13 @@ func TestLoadRunLocal(t *testing.T) {
 		t.Skip("starts a browser")
 	}
 	if _, err := load.FindBrowser(""); err != nil {
-		t.Skipf("%v: `make test` installs chromium-headless-shell", err)
+		t.Fatalf("%v: `make test` installs chromium-headless-shell", err)
 	}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, `<!doctype html><title>t</title><button id="go" onclick="document.body.insertAdjacentHTML('beforeend','<p class=done>done</p>')">go</button>`)
 	}))
 	defer srv.Close()
-	p := writeScenario(t, "name: cli\ntarget: "+srv.URL+"\nsessions: 3\nduration: 3s\nthink_time: 100ms\nsteps:\n  - navigate: /\n  - click: \"#go\"\n  - wait_for: .done\n")
+	p := writeScenario(t, "name: cli\ntarget: "+srv.URL+"\nsessions: 3\nduration: 6s\nthink_time: 100ms\nsteps:\n  - navigate: /\n  - click: \"#go\"\n  - wait_for: .done\n")
 	out := filepath.Join(t.TempDir(), "report")
 	var stdout, stderr bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -71,8 +71,10 @@ func TestLoadRunLocal(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit status %d; stderr:\n%s", code, stderr.String())
 	}
-	if !strings.Contains(stderr.String(), "sessions    2") || !strings.Contains(stderr.String(), "steps/s") {
-		t.Errorf("no live line with 2 sessions on stderr:\n%s", stderr.String())
+	// The live line, once a second (how many sessions it catches running
+	// depends on how fast the browser starts on a busy machine).
+	if !strings.Contains(stderr.String(), "sessions ") || !strings.Contains(stderr.String(), "steps/s") {
+		t.Errorf("no live line on stderr:\n%s", stderr.String())
 	}
 	if !strings.Contains(stdout.String(), "click #go") || !strings.Contains(stdout.String(), "report.html") {
 		t.Errorf("stdout:\n%s", stdout.String())
