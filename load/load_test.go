@@ -61,7 +61,7 @@ func needBrowser(t *testing.T) string {
 	t.Helper()
 	exe, err := FindBrowser("")
 	if err != nil {
-		t.Skipf("%v: `make test` installs chromium-headless-shell and chromium", err)
+		t.Fatalf("%v: `make test` installs chromium-headless-shell and chromium", err)
 	}
 	return exe
 }
