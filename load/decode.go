@@ -58,16 +58,6 @@ type decoder struct {
 	errs profiles.ErrorList
 }
 
-func pos(n ast.Node) (line, col int) {
-	if n == nil {
-		return 0, 0
-	}
-	if tk := n.GetToken(); tk != nil && tk.Position != nil {
-		return tk.Position.Line, tk.Position.Column
-	}
-	return 0, 0
-}
-
 // errAt records a problem at a node (at its first key for a mapping).
 func (d *decoder) errAt(n ast.Node, format string, args ...any) {
 	if n == nil {
@@ -81,77 +71,20 @@ func (d *decoder) yamlErr(err error) {
 	d.errs = append(d.errs, profiles.YAMLError(d.file, err))
 }
 
-// unwrap looks through anchors and tags to the value node.
-func unwrap(n ast.Node) ast.Node {
-	for {
-		switch v := n.(type) {
-		case *ast.AnchorNode:
-			n = v.Value
-		case *ast.TagNode:
-			n = v.Value
-		default:
-			return n
-		}
-	}
-}
-
-func mappingValues(n ast.Node) ([]*ast.MappingValueNode, bool) {
-	switch v := unwrap(n).(type) {
-	case *ast.MappingNode:
-		return v.Values, true
-	case *ast.MappingValueNode:
-		return []*ast.MappingValueNode{v}, true
-	}
-	return nil, false
-}
-
-func kind(n ast.Node) string {
-	n = unwrap(n)
-	if n == nil {
-		return "nothing"
-	}
-	switch n.Type() {
-	case ast.NullType:
-		return "an empty value"
-	case ast.BoolType:
-		return "a boolean"
-	case ast.IntegerType:
-		return "an integer"
-	case ast.FloatType, ast.InfinityType, ast.NanType:
-		return "a number"
-	case ast.StringType, ast.LiteralType:
-		return "a string"
-	case ast.MappingType, ast.MappingValueType:
-		return "a mapping"
-	case ast.SequenceType:
-		return "a list"
-	case ast.AliasType:
-		return "an alias (not supported here)"
-	}
-	return strings.ToLower(n.Type().String())
-}
-
-func keyName(mv *ast.MappingValueNode) string {
-	if tk := mv.Key.GetToken(); tk != nil {
-		return tk.Value
-	}
-	return mv.Key.String()
-}
-
 // fields walks a mapping, calls set for every known key (with the value
 // and the key node), and reports unknown and duplicate keys. It returns
 // false when n is no mapping.
 func (d *decoder) fields(n ast.Node, what string, known []string, set func(key string, v, kn ast.Node)) bool {
-	values, ok := mappingValues(n)
+	values, ok := profiles.MappingValues(n)
 	if !ok {
-		d.errAt(n, "%s: want a mapping with keys %s, got %s", what, strings.Join(known, ", "), kind(n))
+		d.errAt(n, "%s: want a mapping with keys %s, got %s", what, strings.Join(known, ", "), profiles.NodeKind(n))
 		return false
 	}
 	seen := map[string]ast.Node{}
 	for _, mv := range values {
-		k := keyName(mv)
+		k := profiles.KeyName(mv)
 		if prev, dup := seen[k]; dup {
-			l, c := pos(prev)
+			l, c := profiles.NodePos(prev)
 			d.errAt(mv.Key, "%s: duplicate key %q (first at line %d, column %d)", what, k, l, c)
 			continue
 		}
@@ -167,7 +100,7 @@ func (d *decoder) fields(n ast.Node, what string, known []string, set func(key s
 
 // str decodes a text value; numbers are taken as written (a PIN to type).
 func (d *decoder) str(n ast.Node, field string) (string, bool) {
-	switch v := unwrap(n).(type) {
+	switch v := profiles.Unwrap(n).(type) {
 	case *ast.StringNode:
 		return v.Value, true
 	case *ast.LiteralNode:
@@ -175,14 +108,14 @@ func (d *decoder) str(n ast.Node, field string) (string, bool) {
 	case *ast.IntegerNode, *ast.FloatNode:
 		return v.GetToken().Value, true
 	}
-	d.errAt(n, "%s: want a string, got %s", field, kind(n))
+	d.errAt(n, "%s: want a string, got %s", field, profiles.NodeKind(n))
 	return "", false
 }
 
 func (d *decoder) int(n ast.Node, field string, lo, hi int) (int, bool) {
-	v, ok := unwrap(n).(*ast.IntegerNode)
+	v, ok := profiles.Unwrap(n).(*ast.IntegerNode)
 	if !ok {
-		d.errAt(n, "%s: want an integer, got %s", field, kind(n))
+		d.errAt(n, "%s: want an integer, got %s", field, profiles.NodeKind(n))
 		return 0, false
 	}
 	var x int64
@@ -200,9 +133,9 @@ func (d *decoder) int(n ast.Node, field string, lo, hi int) (int, bool) {
 }
 
 func (d *decoder) bool(n ast.Node, field string) bool {
-	v, ok := unwrap(n).(*ast.BoolNode)
+	v, ok := profiles.Unwrap(n).(*ast.BoolNode)
 	if !ok {
-		d.errAt(n, "%s: want true or false, got %s", field, kind(n))
+		d.errAt(n, "%s: want true or false, got %s", field, profiles.NodeKind(n))
 		return false
 	}
 	return v.Value
@@ -367,14 +300,14 @@ func (d *decoder) scenario(data []byte, dir string) *Scenario {
 }
 
 func firstLine(n ast.Node) int {
-	l, _ := pos(n)
+	l, _ := profiles.NodePos(n)
 	return l
 }
 
 func (d *decoder) steps(n ast.Node, sc *Scenario) []Step {
-	seq, ok := unwrap(n).(*ast.SequenceNode)
+	seq, ok := profiles.Unwrap(n).(*ast.SequenceNode)
 	if !ok {
-		d.errAt(n, "steps: want a list of steps, got %s", kind(n))
+		d.errAt(n, "steps: want a list of steps, got %s", profiles.NodeKind(n))
 		return nil
 	}
 	if len(seq.Values) == 0 {
@@ -477,7 +410,7 @@ func (d *decoder) step(n ast.Node, i int, sc *Scenario, sample SessionData) (st 
 				d.errAt(v, "type: give {selector: \"#user\", text: \"user{{.Session}}\"}")
 			}
 		case ActWaitFor:
-			if _, isMap := mappingValues(v); !isMap {
+			if _, isMap := profiles.MappingValues(v); !isMap {
 				st.Selector = d.selector(v, k)
 				return
 			}

@@ -1,7 +1,6 @@
 package profiles
 
 import (
-	"errors"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -20,19 +19,8 @@ type decoder struct {
 }
 
 func (d *decoder) errAt(n ast.Node, format string, args ...any) {
-	line, col := pos(n)
+	line, col := NodePos(n)
 	d.c.add(d.path, line, col, format, args...)
-}
-
-func pos(n ast.Node) (line, col int) {
-	if n == nil {
-		return 0, 0
-	}
-	tk := n.GetToken()
-	if tk == nil || tk.Position == nil {
-		return 0, 0
-	}
-	return tk.Position.Line, tk.Position.Column
 }
 
 // parseMapping parses the file and returns its top-level mapping, or nil
@@ -57,82 +45,16 @@ func (d *decoder) parseMapping(data []byte) []*ast.MappingValueNode {
 		d.errAt(docs[1].Body, "one document per file; this file has %d", len(docs))
 		return nil
 	}
-	values, ok := mappingValues(docs[0].Body)
+	values, ok := MappingValues(docs[0].Body)
 	if !ok {
-		d.errAt(docs[0].Body, "want a mapping of keys to values, got %s", kind(docs[0].Body))
+		d.errAt(docs[0].Body, "want a mapping of keys to values, got %s", NodeKind(docs[0].Body))
 		return nil
 	}
 	return values
 }
 
 func (d *decoder) yamlErr(err error) {
-	var ye yaml.Error
-	if errors.As(err, &ye) {
-		line, col := 0, 0
-		if tk := ye.GetToken(); tk != nil && tk.Position != nil {
-			line, col = tk.Position.Line, tk.Position.Column
-		}
-		d.c.add(d.path, line, col, "%s", ye.GetMessage())
-		return
-	}
-	d.c.add(d.path, 0, 0, "%v", err)
-}
-
-// unwrap looks through anchors and tags to the value node.
-func unwrap(n ast.Node) ast.Node {
-	for {
-		switch v := n.(type) {
-		case *ast.AnchorNode:
-			n = v.Value
-		case *ast.TagNode:
-			n = v.Value
-		default:
-			return n
-		}
-	}
-}
-
-func mappingValues(n ast.Node) ([]*ast.MappingValueNode, bool) {
-	switch v := unwrap(n).(type) {
-	case *ast.MappingNode:
-		return v.Values, true
-	case *ast.MappingValueNode:
-		return []*ast.MappingValueNode{v}, true
-	}
-	return nil, false
-}
-
-func kind(n ast.Node) string {
-	n = unwrap(n)
-	if n == nil {
-		return "nothing"
-	}
-	switch n.Type() {
-	case ast.NullType:
-		return "an empty value"
-	case ast.BoolType:
-		return "a boolean"
-	case ast.IntegerType:
-		return "an integer"
-	case ast.FloatType, ast.InfinityType, ast.NanType:
-		return "a number"
-	case ast.StringType, ast.LiteralType:
-		return "a string"
-	case ast.MappingType, ast.MappingValueType:
-		return "a mapping"
-	case ast.SequenceType:
-		return "a list"
-	case ast.AliasType:
-		return "an alias"
-	}
-	return strings.ToLower(n.Type().String())
-}
-
-func keyName(mv *ast.MappingValueNode) string {
-	if tk := mv.Key.GetToken(); tk != nil {
-		return tk.Value
-	}
-	return mv.Key.String()
+	d.c.errs = append(d.c.errs, YAMLError(d.path, err))
 }
 
 // fields walks a mapping, calls set for every known key, and reports
@@ -140,9 +62,9 @@ func keyName(mv *ast.MappingValueNode) string {
 func (d *decoder) fields(values []*ast.MappingValueNode, what string, known []string, set func(key string, v ast.Node, kn ast.Node)) {
 	seen := map[string]ast.Node{}
 	for _, mv := range values {
-		k := keyName(mv)
+		k := KeyName(mv)
 		if prev, dup := seen[k]; dup {
-			l, c := pos(prev)
+			l, c := NodePos(prev)
 			d.errAt(mv.Key, "duplicate key %q (first at line %d, column %d)", k, l, c)
 			continue
 		}
@@ -156,20 +78,20 @@ func (d *decoder) fields(values []*ast.MappingValueNode, what string, known []st
 }
 
 func (d *decoder) str(n ast.Node, field string) (string, bool) {
-	switch v := unwrap(n).(type) {
+	switch v := Unwrap(n).(type) {
 	case *ast.StringNode:
 		return v.Value, true
 	case *ast.LiteralNode:
 		return v.Value.Value, true
 	}
-	d.errAt(n, "%s: want a string, got %s", field, kind(n))
+	d.errAt(n, "%s: want a string, got %s", field, NodeKind(n))
 	return "", false
 }
 
 // strings decodes a list of strings; with single set, a lone string is
 // accepted as a list of one.
 func (d *decoder) strs(n ast.Node, field string, single bool) ([]string, bool) {
-	seq, ok := unwrap(n).(*ast.SequenceNode)
+	seq, ok := Unwrap(n).(*ast.SequenceNode)
 	if !ok {
 		if single {
 			if s, ok := d.str(n, field); ok {
@@ -177,7 +99,7 @@ func (d *decoder) strs(n ast.Node, field string, single bool) ([]string, bool) {
 			}
 			return nil, false
 		}
-		d.errAt(n, "%s: want a list of strings, got %s", field, kind(n))
+		d.errAt(n, "%s: want a list of strings, got %s", field, NodeKind(n))
 		return nil, false
 	}
 	out := make([]string, 0, len(seq.Values))
@@ -191,7 +113,7 @@ func (d *decoder) strs(n ast.Node, field string, single bool) ([]string, bool) {
 }
 
 func (d *decoder) int(n ast.Node, field string) (int, bool) {
-	if v, ok := unwrap(n).(*ast.IntegerNode); ok {
+	if v, ok := Unwrap(n).(*ast.IntegerNode); ok {
 		switch x := v.Value.(type) {
 		case int64:
 			if x >= -1<<31 && x < 1<<31 {
@@ -205,16 +127,16 @@ func (d *decoder) int(n ast.Node, field string) (int, bool) {
 		d.errAt(n, "%s: %s is out of range", field, v.Token.Value)
 		return 0, false
 	}
-	d.errAt(n, "%s: want an integer, got %s", field, kind(n))
+	d.errAt(n, "%s: want an integer, got %s", field, NodeKind(n))
 	return 0, false
 }
 
 func (d *decoder) anyMap(n ast.Node, field string) (map[string]any, bool) {
-	if unwrap(n).Type() == ast.NullType {
+	if Unwrap(n).Type() == ast.NullType {
 		return map[string]any{}, true
 	}
-	if _, ok := mappingValues(n); !ok {
-		d.errAt(n, "%s: want a mapping, got %s", field, kind(n))
+	if _, ok := MappingValues(n); !ok {
+		d.errAt(n, "%s: want a mapping, got %s", field, NodeKind(n))
 		return nil, false
 	}
 	var m map[string]any
@@ -254,7 +176,7 @@ type positioned struct {
 }
 
 func at(n ast.Node) positioned {
-	l, c := pos(n)
+	l, c := NodePos(n)
 	return positioned{l, c}
 }
 
@@ -297,17 +219,17 @@ func (d *decoder) decodeGroup(data []byte) (g *Group, namePos, profilePos positi
 }
 
 func (d *decoder) decodeSelector(n ast.Node, sel map[string][]string) {
-	if unwrap(n).Type() == ast.NullType {
+	if Unwrap(n).Type() == ast.NullType {
 		return
 	}
-	values, ok := mappingValues(n)
+	values, ok := MappingValues(n)
 	if !ok {
-		d.errAt(n, "selector: want a mapping of fact names to values, got %s", kind(n))
+		d.errAt(n, "selector: want a mapping of fact names to values, got %s", NodeKind(n))
 		return
 	}
 	seen := map[string]bool{}
 	for _, mv := range values {
-		k := keyName(mv)
+		k := KeyName(mv)
 		if seen[k] {
 			d.errAt(mv.Key, "selector: duplicate key %q", k)
 			continue
@@ -326,7 +248,7 @@ func (d *decoder) decodeSelector(n ast.Node, sel map[string][]string) {
 			d.errAt(mv.Value, "%s: an empty list matches nothing; remove the key or give values", field)
 			continue
 		}
-		seq, _ := unwrap(mv.Value).(*ast.SequenceNode)
+		seq, _ := Unwrap(mv.Value).(*ast.SequenceNode)
 		itemNode := func(i int) ast.Node {
 			if seq != nil {
 				return seq.Values[i]
@@ -417,9 +339,9 @@ type profileRefs struct {
 }
 
 func (d *decoder) decodeBoot(n, key ast.Node, b *Boot, refs *profileRefs) []positioned {
-	values, ok := mappingValues(n)
+	values, ok := MappingValues(n)
 	if !ok {
-		d.errAt(n, "boot: want a mapping with kernel, initrd and args, got %s", kind(n))
+		d.errAt(n, "boot: want a mapping with kernel, initrd and args, got %s", NodeKind(n))
 		return nil
 	}
 	var args []positioned
@@ -444,7 +366,7 @@ func (d *decoder) decodeBoot(n, key ast.Node, b *Boot, refs *profileRefs) []posi
 }
 
 func itemPositions(n ast.Node) []positioned {
-	if seq, ok := unwrap(n).(*ast.SequenceNode); ok {
+	if seq, ok := Unwrap(n).(*ast.SequenceNode); ok {
 		out := make([]positioned, len(seq.Values))
 		for i, v := range seq.Values {
 			out[i] = at(v)

@@ -87,7 +87,7 @@ func ErrorAt(path string, n ast.Node, format string, args ...any) *Error {
 	case *ast.MappingValueNode:
 		n = v.Key
 	}
-	line, col := pos(n)
+	line, col := NodePos(n)
 	return &Error{Path: path, Line: line, Col: col, Msg: fmt.Sprintf(format, args...)}
 }
 
