@@ -65,6 +65,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		newImagesCmd(),
 		newLabCmd(),
 		newLoadCmd(),
+		newBenchCmd(),
 		newLeasesCmd(),
 		newValidateCmd(),
 		newRenderCmd(),
