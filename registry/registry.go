@@ -46,6 +46,10 @@ type Node struct {
 	Profile     string            `json:"profile,omitempty"`
 	Labels      map[string]string `json:"labels,omitempty"`
 	State       State             `json:"state"`
+	// StateSince is the time of the event that set State. An observation
+	// recorded late (the boot side writes its events in batches) does not
+	// move the node back from a state a later event set.
+	StateSince time.Time `json:"state_since,omitzero"`
 	// NextBoot, when set, is a profile the node boots once instead of its
 	// matched one; the boot side clears it when it serves that profile.
 	NextBoot string `json:"next_boot,omitempty"`
@@ -301,8 +305,8 @@ func (r *Registry) apply(n *Node, o Observation) {
 	set(&n.Hostname, o.Hostname)
 	set(&n.Group, o.Group)
 	set(&n.Profile, o.Profile)
-	if o.State != "" {
-		n.State = o.State
+	if o.State != "" && !now.Before(n.StateSince) {
+		n.State, n.StateSince = o.State, now
 	}
 	if o.Agent != nil {
 		a := *o.Agent
@@ -323,7 +327,12 @@ func (r *Registry) apply(n *Node, o Observation) {
 		if e.Server == "" {
 			e.Server = r.server
 		}
-		n.Timeline = append(n.Timeline, e)
+		// In time order, also when an observation comes late.
+		i := len(n.Timeline)
+		for i > 0 && n.Timeline[i-1].Time.After(e.Time) {
+			i--
+		}
+		n.Timeline = slices.Insert(n.Timeline, i, e)
 		if extra := len(n.Timeline) - r.timeline; extra > 0 {
 			n.Timeline = slices.Delete(n.Timeline, 0, extra)
 		}

@@ -314,3 +314,45 @@ func TestRecorderCoalescesRepeats(t *testing.T) {
 		t.Errorf("timeline %v, coalesced %d; want [ignition ipxe ignition] and 9", got, rec.Coalesced())
 	}
 }
+
+// An observation written late (the boot side records its events in
+// batches, the agent's join at once) neither moves the node back from the
+// state a later event set nor lands out of order on the timeline.
+func TestLateObservationKeepsNewerState(t *testing.T) {
+	var c cluster
+	startEtcd(t, &c)
+	r := newRegistry(t, c.etcd.Endpoints(), "s1")
+	ctx := context.Background()
+	mac := "52:54:00:aa:00:03"
+	t0 := time.Now().UTC().Add(-time.Minute)
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	for _, o := range []Observation{
+		{MAC: mac, State: StateDiscovered, Event: Event{Time: at(0), Event: "dhcp.discover"}},
+		{MAC: mac, State: StateReady, Event: Event{Time: at(3 * time.Second), Event: "agent.join"}},
+		// Recorded after the join, though they happened before it.
+		{MAC: mac, State: StateBooting, Event: Event{Time: at(1 * time.Second), Event: "ipxe"}},
+		{MAC: mac, State: StateProvisioned, Event: Event{Time: at(2 * time.Second), Event: "ignition"}},
+	} {
+		if _, err := r.Observe(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := r.Node(ctx, mac)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var events []string
+	for _, e := range n.Timeline {
+		events = append(events, e.Event)
+	}
+	if n.State != StateReady || !n.StateSince.Equal(at(3*time.Second)) {
+		t.Errorf("state %s since %v, want ready since the join", n.State, n.StateSince)
+	}
+	if got := fmt.Sprint(events); got != "[dhcp.discover ipxe ignition agent.join]" {
+		t.Errorf("timeline %s, want it in time order", got)
+	}
+	// A new boot (a later DISCOVER) starts over.
+	if n, err = r.Observe(ctx, Observation{MAC: mac, State: StateDiscovered, Event: Event{Time: at(4 * time.Second), Event: "dhcp.discover"}}); err != nil || n.State != StateDiscovered {
+		t.Errorf("after a new discover: %s %v", n.State, err)
+	}
+}

@@ -126,8 +126,8 @@ type Report struct {
 	Nodes      int          `json:"nodes"`
 	Arrival    string       `json:"arrival"`
 	PXEShare   float64      `json:"pxe_share"`
-	Ready      int          `json:"ready"`       // machines whose agent joined
-	Complete   int          `json:"complete"`    // ready and every heartbeat answered
+	Ready      int          `json:"ready"`               // machines whose agent joined
+	Complete   int          `json:"complete"`            // ready and every heartbeat answered
 	FleetReady float64      `json:"fleet_ready_seconds"` // first packet to the last join
 	Total      float64      `json:"total_seconds"`
 	HTTPBytes  int64        `json:"http_asset_bytes"` // kernel, initrd and agent bytes over HTTP

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Boot storm: NODES simulated machines powered on at once against a real
+# `bootfleet serve` (DHCP full, TFTP, HTTP, embedded etcd) in a server
+# namespace, played by `bootfleet bench storm` from a client namespace over
+# a veth: DHCP as PXE firmware and as iPXE, TFTP of the iPXE binary for half
+# of them, the boot scripts, kernel and initrd (KERNEL_MB, INITRD_MB of
+# random bytes), Ignition, the agent download, join and heartbeats. Prints a
+# RESULTS.md section. Bounded: the storm is killed after LIMIT seconds.
+#   bench/storm.sh [NODES]   (default 1000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+NODES=${1:-1000}
+KERNEL_MB=${KERNEL_MB:-10}
+INITRD_MB=${INITRD_MB:-40}
+ARRIVAL=${ARRIVAL:-all}
+LIMIT=${LIMIT:-600}
+# Two benchmarks never overlap on this shared machine.
+if [ -z "${BOOTFLEET_BENCH_LOCKED:-}" ]; then
+  export BOOTFLEET_BENCH_LOCKED=1
+  exec flock /tmp/bootfleet-bench.lock "$0" "$@"
+fi
+[ -x bin/bootfleet ] && [ -x bin/bootfleet-agent-amd64 ] || make -s bin/bootfleet bin/bootfleet-agent-amd64 >&2
+OUT=$PWD/bench/out/storm
+rm -rf "$OUT"; mkdir -p "$OUT"
+id=$RANDOM
+S=bf-ss-$id C=bf-sc-$id SIF=bfss$id CIF=bfsc$id
+pid=
+cleanup() {
+  [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
+  ip netns del "$S" 2>/dev/null || true
+  ip netns del "$C" 2>/dev/null || true
+}
+trap cleanup EXIT
+trap "exit 130" INT TERM
+ip netns add "$S"; ip netns add "$C"
+ip link add "$SIF" netns "$S" type veth peer name "$CIF" netns "$C"
+ip -n "$S" addr add 10.79.0.1/16 dev "$SIF"; ip -n "$C" addr add 10.79.0.2/16 dev "$CIF"
+for ns in "$S" "$C"; do ip -n "$ns" link set lo up; done
+ip -n "$S" link set "$SIF" up; ip -n "$C" link set "$CIF" up
+
+# The example profiles with assets of realistic size.
+cp -r examples/lab "$OUT/profiles"
+mkdir -p "$OUT/profiles/assets/flatcar/amd64"
+head -c "${KERNEL_MB}M" /dev/urandom > "$OUT/profiles/assets/flatcar/amd64/flatcar_production_pxe.vmlinuz"
+head -c "${INITRD_MB}M" /dev/urandom > "$OUT/profiles/assets/flatcar/amd64/flatcar_production_pxe_image.cpio.gz"
+
+serve=(./bin/bootfleet serve --profiles "$OUT/profiles" --data-dir "$OUT/data" --http 10.79.0.1:8080
+  --tftp-listen 10.79.0.1:69 --log-level warn --dhcp full --interface "$SIF"
+  --dhcp-pool-start 10.79.1.0 --dhcp-pool-end 10.79.255.254 --dhcp-router 10.79.0.1 --router-advertisements=false
+  --etcd-listen-client http://127.0.0.1:2379 --etcd-listen-peer http://127.0.0.1:2380)
+ip netns exec "$S" "${serve[@]}" 2>"$OUT/server.log" &
+pid=$!  # ip netns exec execs the server: same pid
+for _ in $(seq 100); do ip netns exec "$S" curl -sf http://10.79.0.1:8080/healthz >/dev/null 2>&1 && break; sleep 0.1; done
+ip netns exec "$S" curl -sf http://10.79.0.1:8080/healthz >/dev/null || { echo "bootfleet did not start" >&2; cat "$OUT/server.log" >&2; exit 1; }
+
+storm=(./bin/bootfleet bench storm --server http://10.79.0.1:8080 --interface "$CIF" --nodes "$NODES" --arrival "$ARRIVAL"
+  --pxe-share 0.5 --heartbeats 3 --heartbeat-interval 1s --rate-streams 32 --rate-duration 5s --server-pid "$pid" --json "$OUT/storm.json")
+status=0
+timeout "$LIMIT" ip netns exec "$C" "${storm[@]}" >"$OUT/storm.md" 2>"$OUT/storm.log" || status=$?
+
+# The inventory's view: every machine ready, its timeline complete.
+ip netns exec "$S" ./bin/bootfleet nodes list -o json --server http://10.79.0.1:8080 --data-dir "$OUT/data" >"$OUT/nodes.json" 2>>"$OUT/storm.log" || true
+ready=$(grep -o '"mac": *"02:bf:00:[^"]*"[^}]*"state": *"ready"' "$OUT/nodes.json" | wc -l || true)
+if command -v python3 >/dev/null; then
+  ready=$(python3 -c 'import json,sys; print(sum(1 for n in json.load(open(sys.argv[1])) if n["mac"].startswith("02:bf:00:") and n["state"]=="ready"))' "$OUT/nodes.json" 2>/dev/null || echo "$ready")
+fi
+
+echo "### Boot storm: $NODES machines ($ARRIVAL), kernel ${KERNEL_MB} MiB + initrd ${INITRD_MB} MiB"
+echo
+if [ "$status" -ne 0 ]; then
+  echo "**The storm did not complete cleanly (exit $status$( [ "$status" = 124 ] && echo ", killed after ${LIMIT}s")).** Last log lines:"
+  echo; echo '```'; tail -5 "$OUT/storm.log"; echo '```'; echo
+fi
+cat "$OUT/storm.md"
+echo
+echo "Inventory after the storm (\`bootfleet nodes list -o json\`): $ready of $NODES machines \`ready\`."
+echo "Server and simulator share one 2-core machine (and the machine with other work): client CPU competes with the server's."
+echo "Commands (server in namespace S, simulator in namespace C, veth 10.79.0.1/16 ↔ 10.79.0.2/16):"
+echo
+echo '```'
+echo "ip netns exec S ${serve[*]}" | sed "s|$OUT|\$OUT|g; s|$SIF|SIF|g"
+echo "ip netns exec C ${storm[*]}" | sed "s|$OUT|\$OUT|g; s|$CIF|CIF|g; s|--server-pid $pid|--server-pid \$SERVER_PID|"
+echo '```'
+exit 0
