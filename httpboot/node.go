@@ -90,13 +90,18 @@ func (s *Server) resolve(r *http.Request) (*node, error) {
 	n.data = n.match.Data(f)
 	n.data.IP = remoteIP(r)
 	n.data.ServerURL = s.base(r)
-	// The agent goes into a node's config only when its binary is here to
-	// be fetched: Ignition fails the whole boot on a file it cannot fetch.
-	if s.cfg.AgentToken != nil && s.agentAvailable(f.Arch) {
-		n.data.AgentToken = s.cfg.AgentToken(f.MAC)
-		n.data.AgentURL = n.data.ServerURL + "/agent/" + AgentBinaryName(f.Arch)
-	}
+	s.agentData(n)
 	return n, nil
+}
+
+// agentData adds the agent's token and URL to n's template data. The agent
+// goes into a node's config only when its binary is here to be fetched:
+// Ignition fails the whole boot on a file it cannot fetch.
+func (s *Server) agentData(n *node) {
+	if s.cfg.AgentToken != nil && s.agentAvailable(n.facts.Arch) {
+		n.data.AgentToken = s.cfg.AgentToken(n.facts.MAC)
+		n.data.AgentURL = n.data.ServerURL + "/agent/" + AgentBinaryName(n.facts.Arch)
+	}
 }
 
 // nodeHandler resolves the machine, runs h, and answers errors with the

@@ -89,6 +89,9 @@ func (s *Server) ipxeScript(w http.ResponseWriter, r *http.Request, n *node) (in
 		b.WriteString("boot\n")
 	}
 	s.served(n, "ipxe", "profile "+p.Name)
+	if p.Boot.Kernel != "" {
+		s.warmIgnition(n)
+	}
 	if n.nextBoot && p.Ignition == "" && p.CloudConfig == "" {
 		s.cfg.ClearNextBoot(n.facts.MAC)
 	}

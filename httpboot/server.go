@@ -94,6 +94,8 @@ type Server struct {
 	mux     *http.ServeMux
 	// agentSeen caches whether each agent binary exists (agentCheck).
 	agentSeen sync.Map
+	// warm renders configs ahead of their fetch.
+	warm warmer
 }
 
 // New returns a Server serving snap.
@@ -118,7 +120,7 @@ func New(cfg Config, snap Snapshot) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Log, metrics: m, etags: newETagCache()}
+	s := &Server{cfg: cfg, log: cfg.Log, metrics: m, etags: newETagCache(), warm: warmer{max: maxWarmQueue}}
 	s.snap.Store(&snap)
 	s.routes()
 	return s, nil
