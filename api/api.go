@@ -16,6 +16,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/bootfleet/bootfleet/dhcp"
 	"github.com/bootfleet/bootfleet/fleet"
 	"github.com/bootfleet/bootfleet/profiles"
@@ -35,6 +37,8 @@ type Config struct {
 	// Images finds the container image archive for an image reference,
 	// for agents on air-gapped nodes (nil: none).
 	Images func(ref string) (path string, ok bool)
+	// Metrics receives the API's metrics (nil: a registry of its own).
+	Metrics prometheus.Registerer
 }
 
 // Server serves /api/v1.
@@ -46,6 +50,7 @@ type Server struct {
 	fleet  *fleet.Fleet
 	tokens *fleet.Tokens
 	images func(ref string) (string, bool)
+	metrics *metrics
 }
 
 // New returns the API server.
@@ -67,8 +72,15 @@ func New(cfg Config) (*Server, error) {
 	if (cfg.Fleet == nil) != (cfg.Tokens == nil) {
 		return nil, errors.New("api: fleet and tokens go together")
 	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = prometheus.NewRegistry()
+	}
+	m, err := newMetrics(cfg.Metrics)
+	if err != nil {
+		return nil, err
+	}
 	return &Server{reg: cfg.Registry, token: cfg.AdminToken, log: log, leases: leases,
-		fleet: cfg.Fleet, tokens: cfg.Tokens, images: cfg.Images}, nil
+		fleet: cfg.Fleet, tokens: cfg.Tokens, images: cfg.Images, metrics: m}, nil
 }
 
 // Handler returns the /api/v1 routes.
@@ -90,7 +102,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Errorf("no such API call: %s %s", r.Method, r.URL.Path))
 	})
-	return mux
+	return s.metrics.instrument(mux)
 }
 
 // RequireAdmin wraps a handler outside the API (e.g. the profiler) with the

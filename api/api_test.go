@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/bootfleet/bootfleet/registry"
@@ -29,6 +31,12 @@ func freeURL(t *testing.T) string {
 
 func newAPI(t *testing.T) (*httptest.Server, *registry.Registry) {
 	t.Helper()
+	return newAPIWith(t, nil)
+}
+
+// newAPIWith is newAPI with the API's metrics going to metrics (nil: its own).
+func newAPIWith(t *testing.T, metrics prometheus.Registerer) (*httptest.Server, *registry.Registry) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	e, err := registry.StartEmbedded(ctx, registry.EmbeddedConfig{Dir: t.TempDir(), ListenClient: freeURL(t), ListenPeer: freeURL(t)})
@@ -45,7 +53,7 @@ func newAPI(t *testing.T) (*httptest.Server, *registry.Registry) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(Config{Registry: reg, AdminToken: "secret"})
+	s, err := New(Config{Registry: reg, AdminToken: "secret", Metrics: metrics})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,5 +179,30 @@ func TestWatchNodes(t *testing.T) {
 	reg.Observe(ctx, registry.Observation{MAC: "52:54:00:aa:00:02", State: registry.StateBooting})
 	if c := next(); c.Node.MAC != "52:54:00:aa:00:02" || c.Node.State != registry.StateBooting {
 		t.Fatalf("change %+v, want node 02 booting", c)
+	}
+}
+
+// Every call is counted by route and status and timed, so an operator sees
+// a storm of agent joins on /metrics; unknown calls count as "other".
+func TestAPIMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	ts, _ := newAPIWith(t, reg)
+	call(t, "GET", ts.URL+"/api/v1/nodes", "secret", "")
+	call(t, "GET", ts.URL+"/api/v1/nodes", "wrong", "")
+	call(t, "GET", ts.URL+"/api/v1/nodes/52:54:00:aa:00:01", "secret", "")
+	call(t, "GET", ts.URL+"/api/v1/nope", "secret", "")
+	want := `
+# HELP bootfleet_api_requests_total API calls by method, route (e.g. /api/v1/agent/{mac}/join) and status code.
+# TYPE bootfleet_api_requests_total counter
+bootfleet_api_requests_total{code="200",method="GET",route="/api/v1/nodes"} 1
+bootfleet_api_requests_total{code="401",method="GET",route="/api/v1/nodes"} 1
+bootfleet_api_requests_total{code="404",method="GET",route="/api/v1/nodes/{mac}"} 1
+bootfleet_api_requests_total{code="404",method="GET",route="other"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "bootfleet_api_requests_total"); err != nil {
+		t.Error(err)
+	}
+	if n := testutil.CollectAndCount(reg, "bootfleet_api_request_duration_seconds"); n != 3 {
+		t.Errorf("%d duration series, want 3 (one per route)", n)
 	}
 }

@@ -255,6 +255,7 @@ func (s *Server) finish(remote netip.AddrPort, file string, n int64, start time.
 	attrs := []any{"remote", remote.String(), "file", file, "bytes", n, "duration", time.Since(start).Round(time.Microsecond)}
 	if err == nil {
 		s.metrics.transfers.WithLabelValues(resultOK).Inc()
+		s.metrics.duration.Observe(time.Since(start).Seconds())
 		s.log.Info("tftp sent", attrs...)
 		return nil
 	}
@@ -368,6 +369,7 @@ type metrics struct {
 	transfers *prometheus.CounterVec
 	bytes     prometheus.Counter
 	errors    *prometheus.CounterVec
+	duration  prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) (metrics, error) {
@@ -384,6 +386,11 @@ func newMetrics(reg prometheus.Registerer) (metrics, error) {
 			Name: "bootfleet_tftp_errors_total",
 			Help: "TFTP requests that did not end in a complete transfer, by reason.",
 		}, []string{"reason"}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "bootfleet_tftp_transfer_duration_seconds",
+			Help:    "Time from a read request to the last block acknowledged, for complete transfers.",
+			Buckets: []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}),
 	}
 	for _, r := range []string{resultOK, resultRefused, resultFailed} {
 		m.transfers.WithLabelValues(r)
@@ -392,7 +399,7 @@ func newMetrics(reg prometheus.Registerer) (metrics, error) {
 		m.errors.WithLabelValues(r)
 	}
 	if reg != nil {
-		cs := []prometheus.Collector{m.transfers, m.bytes, m.errors}
+		cs := []prometheus.Collector{m.transfers, m.bytes, m.errors, m.duration}
 		for i, c := range cs {
 			if err := reg.Register(c); err != nil {
 				for _, done := range cs[:i] {

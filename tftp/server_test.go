@@ -261,6 +261,9 @@ func TestCurlBinaries(t *testing.T) {
 	if ok := ts.counter(t, "transfers", "ok"); ok != 9 {
 		t.Errorf("transfers_total{result=ok} = %v, want 9", ok)
 	}
+	if n := histogramCount(t, ts.reg, "bootfleet_tftp_transfer_duration_seconds"); n != 9 {
+		t.Errorf("transfer_duration_seconds counted %d transfers, want 9", n)
+	}
 	if b := ts.counter(t, "bytes", ""); b != float64(sent) {
 		t.Errorf("bytes_sent_total = %v, OnTransfer saw %d", b, sent)
 	}
@@ -752,8 +755,8 @@ func TestNew(t *testing.T) {
 			t.Errorf("metric %s does not start with bootfleet_tftp_", mf.GetName())
 		}
 	}
-	if len(mfs) != 3 {
-		t.Errorf("%d metric families, want 3", len(mfs))
+	if len(mfs) != 4 {
+		t.Errorf("%d metric families, want 4", len(mfs))
 	}
 }
 
@@ -841,4 +844,20 @@ func TestTsizeProbeAbort(t *testing.T) {
 	if n := ts.counter(t, "transfers", resultFailed); n != 1 {
 		t.Errorf("transfers_total{result=failed} = %v, want 1", n)
 	}
+}
+
+// histogramCount is the number of observations of a histogram without labels.
+func histogramCount(t *testing.T, g prometheus.Gatherer, name string) uint64 {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetHistogram().GetSampleCount()
+		}
+	}
+	t.Fatalf("no histogram %s", name)
+	return 0
 }

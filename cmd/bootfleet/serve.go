@@ -325,7 +325,7 @@ func serve(ctx context.Context, cfg Config, profilesExplicit bool, stderr io.Wri
 		return dhcpServer.Leases()
 	}, Fleet: fl, Tokens: tokens, Images: func(ref string) (string, bool) {
 		return images.FindContainerArchive(filepath.Join(cfg.DataDir, images.ContainerArchiveDir), ref)
-	}})
+	}, Metrics: reg})
 	if err != nil {
 		return err
 	}
