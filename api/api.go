@@ -43,13 +43,13 @@ type Config struct {
 
 // Server serves /api/v1.
 type Server struct {
-	reg    *registry.Registry
-	token  string
-	log    *slog.Logger
-	leases func() []dhcp.Lease
-	fleet  *fleet.Fleet
-	tokens *fleet.Tokens
-	images func(ref string) (string, bool)
+	reg     *registry.Registry
+	token   string
+	log     *slog.Logger
+	leases  func() []dhcp.Lease
+	fleet   *fleet.Fleet
+	tokens  *fleet.Tokens
+	images  func(ref string) (string, bool)
 	metrics *metrics
 }
 
