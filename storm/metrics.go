@@ -3,6 +3,7 @@ package storm
 import (
 	"context"
 	"fmt"
+	"math"
 	"net/http"
 	"slices"
 	"sort"
@@ -22,6 +23,9 @@ type MetricLine struct {
 	Count     float64 `json:"count"`
 	P50       float64 `json:"p50_seconds,omitempty"`
 	P99       float64 `json:"p99_seconds,omitempty"`
+	// P99Above says the p99 is beyond the highest finite bucket, whose
+	// bound P99 then holds.
+	P99Above bool `json:"p99_above_top_bucket,omitempty"`
 }
 
 // scrape reads the server's /metrics.
@@ -95,8 +99,14 @@ func diffMetrics(before, after map[string]*dto.MetricFamily) []MetricLine {
 					bounds = append(bounds, b.GetUpperBound())
 					counts = append(counts, c)
 				}
-				out = append(out, MetricLine{Name: key, Histogram: true, Count: n,
-					P50: bucketQuantile(0.50, n, bounds, counts), P99: bucketQuantile(0.99, n, bounds, counts)})
+				l := MetricLine{Name: key, Histogram: true, Count: n,
+					P50: bucketQuantile(0.50, n, bounds, counts), P99: bucketQuantile(0.99, n, bounds, counts)}
+				// Above the highest finite bound, say so (JSON has no +Inf).
+				if top := topFinite(bounds); l.P99 > top {
+					l.P99, l.P99Above = top, true
+				}
+				l.P50 = min(l.P50, topFinite(bounds))
+				out = append(out, l)
 			}
 		}
 	}
@@ -124,4 +134,13 @@ func bucketQuantile(q, total float64, bounds, cumulative []float64) float64 {
 		return bounds[i]
 	}
 	return lower + (bounds[i]-lower)*(rank-below)/inBucket
+}
+
+func topFinite(bounds []float64) float64 {
+	for i := len(bounds) - 1; i >= 0; i-- {
+		if !math.IsInf(bounds[i], 1) {
+			return bounds[i]
+		}
+	}
+	return 0
 }

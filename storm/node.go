@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"path"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pin/tftp/v3"
@@ -259,7 +260,7 @@ func (m *machine) download(ctx context.Context, c *http.Client, u string) (int64
 	if resp.StatusCode != http.StatusOK {
 		return 0, 0, fmt.Errorf("GET %s: %s", u, resp.Status)
 	}
-	n, err := io.Copy(io.Discard, resp.Body)
+	n, err := discard(m.s.bufs, resp.Body)
 	if err != nil {
 		return n, 0, fmt.Errorf("GET %s: after %d bytes: %w", u, n, err)
 	}
@@ -427,4 +428,27 @@ func decodeDataURL(src string) ([]byte, error) {
 	}
 	s, err := url.PathUnescape(data)
 	return []byte(s), err
+}
+
+// newBufferPool holds the buffers downloads read into: large reads keep
+// the simulator's own CPU (it shares the machine with the server) low.
+func newBufferPool() *sync.Pool {
+	return &sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
+}
+
+// discard reads r to its end into a buffer of bufs, returning the bytes read.
+func discard(bufs *sync.Pool, r io.Reader) (int64, error) {
+	bp := bufs.Get().(*[]byte)
+	defer bufs.Put(bp)
+	var n int64
+	for {
+		k, err := r.Read(*bp)
+		n += int64(k)
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
 }

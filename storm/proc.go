@@ -73,12 +73,15 @@ func sampleProc(ctx context.Context, pid int, interval time.Duration) (*ServerUs
 			continue
 		}
 		u.Samples++
-		if dt := s.at.Sub(prev.at).Seconds(); dt > 0 {
+		// CPU peaks over windows of a second at least: ticks come in
+		// 10 ms steps, and a late sample over a short window misleads.
+		if dt := s.at.Sub(prev.at).Seconds(); dt >= 1 {
 			u.PeakCPUPct = max(u.PeakCPUPct, float64(s.ticks-prev.ticks)/clockTicks/dt*100)
+			prev = s
 		}
 		u.PeakRSSMiB = max(u.PeakRSSMiB, float64(s.rssKiB)/1024)
 		u.PeakThreads = max(u.PeakThreads, s.threads)
-		prev, last = s, s
+		last = s
 	}
 	window := last.at.Sub(first.at)
 	u.CPUSeconds = float64(last.ticks-first.ticks) / clockTicks

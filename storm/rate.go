@@ -18,8 +18,8 @@ const rateProbeMAC = "02:bf:ff:ff:ff:fe"
 // measureRate downloads the kernel and initrds of a probe machine's script
 // over cfg.RateStreams connections for cfg.RateDuration (finishing the
 // files under way), with the storm's own client code and no storm.
-func measureRate(ctx context.Context, cfg Config, c *http.Client) (*Rate, error) {
-	m := &machine{}
+func measureRate(ctx context.Context, cfg Config, c *http.Client, bufs *sync.Pool) (*Rate, error) {
+	m := &machine{s: &storm{cfg: cfg, bufs: bufs}}
 	script, err := m.get(ctx, c, cfg.Server+"/ipxe?mac="+rateProbeMAC+"&arch=x86_64&firmware=bios", io.Discard)
 	if err != nil {
 		return nil, fmt.Errorf("rate: the probe script: %w", err)

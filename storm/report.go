@@ -198,7 +198,11 @@ func (r *Report) WriteMarkdown(w io.Writer) {
 		fmt.Fprintln(w, "|---|---|---|---|")
 		for _, m := range r.Metrics {
 			if m.Histogram {
-				fmt.Fprintf(w, "| %s | %.0f | %.2f | %.2f |\n", m.Name, m.Count, m.P50*1000, m.P99*1000)
+				above := ""
+				if m.P99Above {
+					above = "> "
+				}
+				fmt.Fprintf(w, "| %s | %.0f | %.2f | %s%.2f |\n", m.Name, m.Count, m.P50*1000, above, m.P99*1000)
 			} else {
 				fmt.Fprintf(w, "| %s | %.0f | | |\n", m.Name, m.Count)
 			}

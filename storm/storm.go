@@ -190,6 +190,7 @@ type storm struct {
 	dhcp   *dhcpClient
 	phases map[string]*phase
 	start  time.Time
+	bufs   *sync.Pool
 
 	ready    atomic.Int64
 	complete atomic.Int64
@@ -202,14 +203,14 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
-	s := &storm{cfg: cfg, phases: map[string]*phase{}}
+	s := &storm{cfg: cfg, phases: map[string]*phase{}, bufs: newBufferPool()}
 	for _, p := range PhaseOrder {
 		s.phases[p] = newPhase()
 	}
 	rep := &Report{Nodes: cfg.Nodes, Arrival: cfg.Arrival.String(), PXEShare: cfg.PXEShare}
 	plain := &http.Client{Timeout: 30 * time.Second}
 	if cfg.RateStreams > 0 {
-		r, err := measureRate(ctx, cfg, plain)
+		r, err := measureRate(ctx, cfg, plain, s.bufs)
 		if err != nil {
 			return nil, err
 		}

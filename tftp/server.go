@@ -70,7 +70,8 @@ type Config struct {
 	// Retries is how many times a block is sent before giving up; default 5.
 	Retries int
 	// MaxTransfers caps the transfers in flight; further requests are
-	// refused with "server busy". Default 256.
+	// refused with "server busy", which PXE firmware takes as a failed
+	// boot. Default 2048: a boot storm of a thousand PXE machines fits.
 	MaxTransfers int
 }
 
@@ -107,7 +108,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.Retries = 5
 	}
 	if cfg.MaxTransfers == 0 {
-		cfg.MaxTransfers = 256
+		cfg.MaxTransfers = 2048
 	}
 	s := &Server{
 		cfg:      cfg,
