@@ -26,7 +26,7 @@ id=$RANDOM
 S=bf-ss-$id C=bf-sc-$id SIF=bfss$id CIF=bfsc$id
 pid=
 cleanup() {
-  [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
+  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; fi
   ip netns del "$S" 2>/dev/null || true
   ip netns del "$C" 2>/dev/null || true
 }
@@ -47,7 +47,7 @@ head -c "${INITRD_MB}M" /dev/urandom > "$OUT/profiles/assets/flatcar/amd64/flatc
 serve=(./bin/bootfleet serve --profiles "$OUT/profiles" --data-dir "$OUT/data" --http 10.79.0.1:8080
   --tftp-listen 10.79.0.1:69 --log-level warn --dhcp full --interface "$SIF"
   --dhcp-pool-start 10.79.1.0 --dhcp-pool-end 10.79.255.254 --dhcp-router 10.79.0.1 --router-advertisements=false
-  --etcd-listen-client http://127.0.0.1:2379 --etcd-listen-peer http://127.0.0.1:2380)
+  --etcd-listen-client http://127.0.0.1:2379 --etcd-listen-peer http://127.0.0.1:2380 --node-ttl 2m)
 ip netns exec "$S" "${serve[@]}" 2>"$OUT/server.log" &
 pid=$!  # ip netns exec execs the server: same pid
 for _ in $(seq 100); do ip netns exec "$S" curl -sf http://10.79.0.1:8080/healthz >/dev/null 2>&1 && break; sleep 0.1; done
@@ -56,7 +56,15 @@ ip netns exec "$S" curl -sf http://10.79.0.1:8080/healthz >/dev/null || { echo "
 storm=(./bin/bootfleet bench storm --server http://10.79.0.1:8080 --interface "$CIF" --nodes "$NODES" --arrival "$ARRIVAL"
   --pxe-share 0.5 --heartbeats 3 --heartbeat-interval 1s --rate-streams 32 --rate-duration 5s --server-pid "$pid" --json "$OUT/storm.json")
 status=0
+if [ -n "${PROFILE:-}" ]; then  # a CPU profile of the server, 20 s from 10 s into the storm
+  (sleep $((10 + 5 + 1)); ip netns exec "$S" curl -sf -o "$OUT/cpu.pprof" -H "Authorization: Bearer $(cat "$OUT/data/admin.token")" \
+    "http://10.79.0.1:8080/debug/pprof/profile?seconds=20") &
+  profiler=$!
+fi
 timeout "$LIMIT" ip netns exec "$C" "${storm[@]}" >"$OUT/storm.md" 2>"$OUT/storm.log" || status=$?
+[ -n "${profiler:-}" ] && wait "$profiler"
+# UDP datagrams the kernel dropped because a socket's buffer was full.
+rcvbuf_errors() { ip netns exec "$1" cat /proc/net/snmp | awk '/^Udp:/ {if (!h) {for (i=1;i<=NF;i++) n[$i]=i; h=1} else print $n["RcvbufErrors"]}'; }
 
 # The inventory's view: every machine ready, its timeline complete.
 ip netns exec "$S" ./bin/bootfleet nodes list -o json --server http://10.79.0.1:8080 --data-dir "$OUT/data" >"$OUT/nodes.json" 2>>"$OUT/storm.log" || true
@@ -73,6 +81,7 @@ if [ "$status" -ne 0 ]; then
 fi
 cat "$OUT/storm.md"
 echo
+echo "UDP datagrams dropped for a full socket buffer: server namespace $(rcvbuf_errors "$S"), client namespace $(rcvbuf_errors "$C")."
 echo "Inventory after the storm (\`bootfleet nodes list -o json\`): $ready of $NODES machines \`ready\`."
 echo "Server and simulator share one 2-core machine (and the machine with other work): client CPU competes with the server's."
 echo "Commands (server in namespace S, simulator in namespace C, veth 10.79.0.1/16 ↔ 10.79.0.2/16):"

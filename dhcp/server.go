@@ -180,6 +180,13 @@ func (s *Server) Listen() error {
 			if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_BROADCAST, 1); serr != nil {
 				return
 			}
+			// A boot storm's burst of DISCOVERs must wait in the socket, not
+			// be dropped by the kernel while the read loop is busy: 4 MiB
+			// (past net.core.rmem_max as root; the default is ~200 KiB, a
+			// hundred packets on a veth).
+			if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20) != nil {
+				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20)
+			}
 			serr = unix.BindToDevice(int(fd), s.cfg.Interface)
 		})
 		return errors.Join(err, serr)
