@@ -20,6 +20,8 @@ out=bench/out; mkdir -p "$out"
   echo
   ./bench/fleet.sh
   echo
+  ./bench/storm.sh 1000
+  echo
   echo "### Go benchmarks"
   echo
   echo '```'
