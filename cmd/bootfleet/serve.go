@@ -259,6 +259,19 @@ func serve(ctx context.Context, cfg Config, profilesExplicit bool, stderr io.Wri
 		return err
 	}
 	recorder := registry.NewRecorder(inventory, 0)
+	recorderCounter := func(name, help string, v func() uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(v()) })
+	}
+	reg.MustRegister(
+		recorderCounter("bootfleet_registry_events_written_total", "Boot events written to the nodes' timelines in etcd.",
+			func() uint64 { w, _, _ := recorder.Stats(); return w }),
+		recorderCounter("bootfleet_registry_events_dropped_total", "Boot events dropped because the queue to etcd was full (timelines miss them).",
+			func() uint64 { _, d, _ := recorder.Stats(); return d }),
+		recorderCounter("bootfleet_registry_write_failures_total", "Failed batch writes of boot events to etcd (retried).",
+			func() uint64 { _, _, f := recorder.Stats(); return f }),
+		recorderCounter("bootfleet_registry_events_coalesced_total", "Boot events not written again because the node repeated its last step.",
+			recorder.Coalesced),
+	)
 	tokens, err := fleet.LoadTokens(ctx, etcdClient, "")
 	if err != nil {
 		return err

@@ -113,6 +113,7 @@ func TestBootStorm(t *testing.T) {
 		"bootfleet_tftp_transfer_duration_seconds":                                           nodes / 2,
 		"bootfleet_api_request_duration_seconds{method=POST,route=/api/v1/agent/{mac}/join}": nodes,
 		"bootfleet_dhcp_replies_total{type=ACK}":                                             nodes + nodes/2,
+		"bootfleet_registry_events_written_total":                                            nodes * 8,
 	} {
 		if metrics[name] < want {
 			t.Errorf("metric %s counted %v, want %v", name, metrics[name], want)
