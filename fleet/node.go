@@ -88,12 +88,20 @@ func (t *Tokens) Valid(mac, token string) bool {
 // ready and alive.
 func (f *Fleet) Join(ctx context.Context, mac string, facts agent.Facts) error {
 	// Members are the nodes whose agent ever joined: the scheduler reads
-	// only them, not the whole inventory.
-	if _, err := f.cli.Put(ctx, f.membersPrefix()+mac, f.server); err != nil {
+	// only them, not the whole inventory. Recorded while the liveness
+	// lease is granted: in a boot storm each etcd round trip of a join
+	// is queued behind a thousand others.
+	member := make(chan error, 1)
+	go func() {
+		_, err := f.cli.Put(ctx, f.membersPrefix()+mac, f.server)
+		member <- err
+	}()
+	_, aliveErr := f.keepAlive(ctx, mac)
+	if err := <-member; err != nil {
 		return fmt.Errorf("fleet: record member %s: %w", mac, err)
 	}
-	if _, err := f.keepAlive(ctx, mac); err != nil {
-		return err
+	if aliveErr != nil {
+		return aliveErr
 	}
 	detail := strings.TrimSpace(fmt.Sprintf("agent %s %s %s", facts.AgentVersion, facts.Runtime, facts.RuntimeVersion))
 	_, err := f.reg.Observe(ctx, registry.Observation{

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -184,13 +185,28 @@ func (m *machine) boot(ctx context.Context) error {
 		return err
 	}
 	agentURL := strings.TrimSuffix(server, "/") + "/api/v1/agent/" + url.PathEscape(node)
+	// The agent joins again after a failure, with the backoff of
+	// agent.Run (0.5 s doubling, with jitter); each failed try counts.
 	var joined agent.JoinResponse
-	if err := m.timed(PhaseJoin, func() (int64, int, error) {
-		facts := agent.Facts{Hostname: "storm-" + strings.ReplaceAll(m.mac.String(), ":", ""), OS: "storm", Arch: "x86_64",
-			CPUs: 2, MemoryBytes: 4 << 30, AgentVersion: "storm", Runtime: "none"}
-		return 0, 0, m.post(ctx, agentURL+"/join", token, agent.JoinRequest{Facts: facts}, &joined)
-	}); err != nil {
-		return err
+	facts := agent.Facts{Hostname: "storm-" + strings.ReplaceAll(m.mac.String(), ":", ""), OS: "storm", Arch: "x86_64",
+		CPUs: 2, MemoryBytes: 4 << 30, AgentVersion: "storm", Runtime: "none"}
+	backoff := 500 * time.Millisecond
+	for try := 1; ; try++ {
+		err := m.timed(PhaseJoin, func() (int64, int, error) {
+			return 0, 0, m.post(ctx, agentURL+"/join", token, agent.JoinRequest{Facts: facts}, &joined)
+		})
+		if err == nil {
+			break
+		}
+		if try >= cfg.JoinTries {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff + rand.N(backoff/2+1)):
+		}
+		backoff = min(backoff*2, 8*time.Second)
 	}
 	now := time.Now()
 	m.s.phases[PhaseNode].add(now.Sub(m.start), 0, 0, nil)

@@ -91,6 +91,9 @@ type Config struct {
 	DHCPTries   int
 	// RequestTimeout bounds each HTTP request and TFTP transfer; default 5m.
 	RequestTimeout time.Duration
+	// JoinTries is how many times an agent tries to join before its
+	// machine counts as failed (the real agent never gives up); default 5.
+	JoinTries int
 	// BootDelay is the time between the last initrd and the Ignition
 	// fetch (the kernel booting); default none.
 	BootDelay time.Duration
@@ -132,6 +135,9 @@ func (c *Config) defaults() error {
 	}
 	if c.DHCPTries <= 0 {
 		c.DHCPTries = 5
+	}
+	if c.JoinTries <= 0 {
+		c.JoinTries = 5
 	}
 	if c.RequestTimeout <= 0 {
 		c.RequestTimeout = 5 * time.Minute

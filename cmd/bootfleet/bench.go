@@ -92,6 +92,7 @@ failed.`,
 	f.DurationVar(&cfg.DHCPTimeout, "dhcp-timeout", 2*time.Second, "first DHCP retransmission timeout (doubles each try)")
 	f.IntVar(&cfg.DHCPTries, "dhcp-tries", 5, "DHCP tries per message")
 	f.DurationVar(&cfg.RequestTimeout, "request-timeout", 5*time.Minute, "limit per HTTP request or TFTP transfer")
+	f.IntVar(&cfg.JoinTries, "join-tries", 5, "joins an agent tries (with the real agent's backoff) before its machine counts as failed; each failed try counts as a failed request")
 	f.DurationVar(&cfg.BootDelay, "boot-delay", 0, "time between the initrd and the Ignition fetch (the kernel booting)")
 	f.IntVar(&cfg.ServerPID, "server-pid", 0, "server process to sample CPU and memory of (from /proc)")
 	f.IntVar(&cfg.RateStreams, "rate-streams", 0, "measure the asset rate of this client alone first, over this many connections (0: don't)")
