@@ -321,8 +321,8 @@ func (m *machine) tftp(name string) (int64, int, error) {
 	}
 	c.SetBlockSize(1432)
 	c.RequestTSize(true)
-	c.SetTimeout(2 * time.Second)
-	c.SetRetries(5)
+	c.SetTimeout(m.s.cfg.TFTPTimeout)
+	c.SetRetries(m.s.cfg.TFTPRetries)
 	wt, err := c.Receive(name, "octet")
 	if err != nil {
 		return 0, 0, err

@@ -89,6 +89,10 @@ type Config struct {
 	// near what PXE firmware does (4, 8, 16, 32 s).
 	DHCPTimeout time.Duration
 	DHCPTries   int
+	// TFTPTimeout and TFTPRetries are the TFTP client's wait for each block
+	// and its tries per block, as PXE firmware's; default 2 s and 5.
+	TFTPTimeout time.Duration
+	TFTPRetries int
 	// RequestTimeout bounds each HTTP request and TFTP transfer; default 5m.
 	RequestTimeout time.Duration
 	// JoinTries is how many times an agent tries to join before its
@@ -135,6 +139,12 @@ func (c *Config) defaults() error {
 	}
 	if c.DHCPTries <= 0 {
 		c.DHCPTries = 5
+	}
+	if c.TFTPTimeout <= 0 {
+		c.TFTPTimeout = 2 * time.Second
+	}
+	if c.TFTPRetries <= 0 {
+		c.TFTPRetries = 5
 	}
 	if c.JoinTries <= 0 {
 		c.JoinTries = 5

@@ -91,6 +91,8 @@ failed.`,
 	f.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", 0, "time between heartbeats (default: what the server's join answer says)")
 	f.DurationVar(&cfg.DHCPTimeout, "dhcp-timeout", 2*time.Second, "first DHCP retransmission timeout (doubles each try)")
 	f.IntVar(&cfg.DHCPTries, "dhcp-tries", 5, "DHCP tries per message")
+	f.DurationVar(&cfg.TFTPTimeout, "tftp-timeout", 2*time.Second, "TFTP client's wait for each block before asking again")
+	f.IntVar(&cfg.TFTPRetries, "tftp-retries", 5, "TFTP client's tries per block")
 	f.DurationVar(&cfg.RequestTimeout, "request-timeout", 5*time.Minute, "limit per HTTP request or TFTP transfer")
 	f.IntVar(&cfg.JoinTries, "join-tries", 5, "joins an agent tries (with the real agent's backoff) before its machine counts as failed; each failed try counts as a failed request")
 	f.DurationVar(&cfg.BootDelay, "boot-delay", 0, "time between the initrd and the Ignition fetch (the kernel booting)")
