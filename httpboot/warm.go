@@ -6,17 +6,22 @@ import (
 	"github.com/bootfleet/bootfleet/profiles"
 )
 
-// warmer renders machines' configs ahead of their fetch, one at a time in
-// the background: a machine that got its iPXE script downloads its kernel
+// warmer renders machines' configs ahead of their fetch, a few at a time
+// in the background: a machine that got its iPXE script downloads its kernel
 // and initrd next, which takes seconds, so by the time its kernel asks for
 // /ignition the config is in the renderer's cache and a boot storm's
 // Ignition requests cost a cache lookup instead of a Butane transpile each.
 type warmer struct {
 	mu      sync.Mutex
 	queue   []func()
-	running bool
+	running int // workers draining the queue
 	max     int
 }
+
+// warmWorkers bounds the renders ahead running at once: a storm's
+// machines ask for their Ignition seconds after their script, and one
+// worker sharing the CPU with a thousand downloads fell behind.
+const warmWorkers = 4
 
 // maxWarmQueue bounds the configs waiting to be rendered ahead; beyond it
 // machines are rendered when they ask, as without warming.
@@ -31,8 +36,8 @@ func (w *warmer) add(f func()) {
 		return
 	}
 	w.queue = append(w.queue, f)
-	if !w.running {
-		w.running = true
+	if w.running < warmWorkers && w.running < len(w.queue) {
+		w.running++
 		go w.run()
 	}
 }
@@ -41,7 +46,7 @@ func (w *warmer) run() {
 	for {
 		w.mu.Lock()
 		if len(w.queue) == 0 {
-			w.running = false
+			w.running--
 			w.queue = nil
 			w.mu.Unlock()
 			return
@@ -83,5 +88,5 @@ func (s *Server) warmIgnition(n *node) {
 func (w *warmer) idle() bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return !w.running
+	return w.running == 0
 }
