@@ -29,6 +29,7 @@ type machine struct {
 	mac   net.HardwareAddr
 	fw    firmware
 	start time.Time
+	ready bool // its agent joined
 	// firmwareHTTP is iPXE's connection pool, osHTTP the booted system's.
 	firmwareHTTP, osHTTP *http.Client
 }
@@ -50,8 +51,10 @@ func (s *storm) node(ctx context.Context, i int) {
 	defer m.firmwareHTTP.CloseIdleConnections()
 	defer m.osHTTP.CloseIdleConnections()
 	err := m.boot(ctx)
-	if err != nil {
+	if err != nil && !m.ready { // a ready machine already counts as one
 		s.phases[PhaseNode].add(0, 0, 0, err)
+	}
+	if err != nil {
 		s.cfg.Log.Debug("machine failed", "mac", m.mac, "error", err)
 	}
 }
@@ -210,6 +213,7 @@ func (m *machine) boot(ctx context.Context) error {
 	}
 	now := time.Now()
 	m.s.phases[PhaseNode].add(now.Sub(m.start), 0, 0, nil)
+	m.ready = true
 	m.s.ready.Add(1)
 	for {
 		last := m.s.lastJoin.Load()
