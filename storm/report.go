@@ -3,6 +3,7 @@ package storm
 import (
 	"fmt"
 	"io"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -56,8 +57,9 @@ func (p *phase) add(d time.Duration, bytes int64, retries int, err error) {
 	p.retries += int64(retries)
 	if err != nil {
 		p.failures++
-		if len(p.errs) < 20 {
-			p.errs[err.Error()]++
+		msg := errGroup(err.Error())
+		if _, ok := p.errs[msg]; ok || len(p.errs) < 20 {
+			p.errs[msg]++
 		}
 		return
 	}
@@ -88,6 +90,26 @@ func (p *phase) stats(name string) PhaseStats {
 		s.Errors = maps(p.errs)
 	}
 	return s
+}
+
+var (
+	macPattern  = regexp.MustCompile(`(?i)\b[0-9a-f]{2}(:[0-9a-f]{2}){5}\b`)
+	portPattern = regexp.MustCompile(`:\d{2,5}\b`)
+	spaces      = regexp.MustCompile(`\s+`)
+)
+
+// errGroup makes machines' errors that differ only by MAC or port one
+// line of the report.
+func errGroup(msg string) string {
+	msg = macPattern.ReplaceAllString(msg, "MAC")
+	msg = strings.ReplaceAll(msg, "udp [::]", "udp")
+	msg = portPattern.ReplaceAllStringFunc(msg, func(p string) string {
+		if p == ":8080" || p == ":69" {
+			return p
+		}
+		return ":PORT"
+	})
+	return spaces.ReplaceAllString(msg, " ")
 }
 
 func maps(m map[string]int) map[string]int {

@@ -145,3 +145,14 @@ func FuzzScripts(f *testing.F) {
 		parseIgnition(b)
 	})
 }
+
+func TestErrGroup(t *testing.T) {
+	for in, want := range map[string]string{
+		"join: POST http://10.79.0.1:8080/api/v1/agent/02:bf:00:00:00:0c/join: 503 Service Unavailable: {\n  \"error\": \"fleet: lease for node 02:bf:00:00:00:0c: context deadline exceeded\"\n}": "join: POST http://10.79.0.1:8080/api/v1/agent/MAC/join: 503 Service Unavailable: { \"error\": \"fleet: lease for node MAC: context deadline exceeded\" }",
+		"tftp: read udp [::]:35383: i/o timeout": "tftp: read udp:PORT: i/o timeout",
+	} {
+		if got := errGroup(in); got != want {
+			t.Errorf("errGroup(%q)\n= %q\nwant %q", in, got, want)
+		}
+	}
+}
