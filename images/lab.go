@@ -289,7 +289,11 @@ func moduleDepends(path string) ([]string, error) {
 	return nil, nil
 }
 
-// labInit is the lab image's /init (busybox sh).
+// labInit is the lab image's /init (busybox sh). Its console markers:
+// "BOOTFLEET-READY mac=… ip=…" when the node is up, "BOOTFLEET-FAILED
+// <reason>" when it cannot get there (the lab reports that line). With
+// bootfleet.poweroff=1 on the kernel command line it powers off once
+// ready (benchmarks time whole boots by it).
 const labInit = `#!/bin/busybox sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
@@ -297,6 +301,17 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 mkdir -p /run /tmp /var/run
 say() { echo "bootfleet-lab: $*"; }
+fail() { echo "BOOTFLEET-FAILED $*"; while true; do sleep 3600; done; }
+URL=""
+POWEROFF=""
+set -f # the command line is split into words, never globbed
+for arg in $(cat /proc/cmdline); do
+	case "$arg" in
+	ignition.config.url=*) URL=${arg#ignition.config.url=} ;;
+	bootfleet.poweroff=1) POWEROFF=1 ;;
+	esac
+done
+set +f
 for m in $(cat /etc/modules-load); do insmod "$m" || say "insmod $m failed"; done
 ip link set lo up
 IF=""
@@ -310,24 +325,25 @@ for i in 1 2 3 4 5 6 7 8 9 10; do
 	[ -n "$IF" ] && break
 	sleep 0.5
 done
-if [ -z "$IF" ]; then say "no network interface"; exec sh; fi
+[ -n "$IF" ] || fail "no network interface after loading the NIC modules"
 MAC=$(cat /sys/class/net/$IF/address)
 say "kernel up, $IF mac=$MAC"
-udhcpc -i "$IF" -s /etc/udhcpc.script -q -n -t 10 -T 2 || say "DHCP failed"
+udhcpc -i "$IF" -s /etc/udhcpc.script -q -n -t 10 -T 2 || fail "mac=$MAC no DHCP lease"
 IP=$(cat /run/ip 2>/dev/null)
-URL=""
-for arg in $(cat /proc/cmdline); do
-	case "$arg" in ignition.config.url=*) URL=${arg#ignition.config.url=} ;; esac
-done
 if [ -n "$URL" ]; then
-	if timeout 60 wget -q -O /run/ignition.json "$URL"; then
-		say "ignition fetched from $URL sha256 $(sha256sum /run/ignition.json | cut -d' ' -f1)"
-		if [ -x /usr/bin/bootfleet-agent ]; then /usr/bin/bootfleet-agent ignition-apply /run/ignition.json; fi
-	else
-		say "ignition fetch failed: $URL"
+	n=0
+	until timeout 15 wget -q -O /run/ignition.json "$URL"; do
+		n=$((n + 1))
+		[ $n -ge 5 ] && fail "mac=$MAC ip=$IP cannot fetch $URL"
+		sleep 1
+	done
+	say "ignition fetched from $URL sha256 $(sha256sum /run/ignition.json | cut -d' ' -f1)"
+	if [ -x /usr/bin/bootfleet-agent ]; then
+		/usr/bin/bootfleet-agent ignition-apply /run/ignition.json || fail "mac=$MAC ip=$IP bootfleet-agent ignition-apply failed"
 	fi
 fi
 echo "BOOTFLEET-READY mac=$MAC ip=$IP"
+[ -n "$POWEROFF" ] && poweroff -f
 AGENT=/opt/bootfleet/bin/bootfleet-agent
 [ -x "$AGENT" ] || AGENT=/usr/bin/bootfleet-agent
 if [ -f /etc/bootfleet/agent.env ] && [ -x "$AGENT" ]; then
