@@ -6,19 +6,75 @@
 # in one run, servers alternating, for BIOS (iPXE ROM) and UEFI (OVMF's
 # own PXE → TFTP ipxe.efi → iPXE), 1, 4 and 8 VMs at once. Prints a
 # RESULTS.md section; raw figures in bench/out/lab/.
-#   bench/lab.sh [REPS]   (rounds per case and server; default 1, 3× for 1 VM)
+#   bench/lab.sh [REPS]   (rounds per case and server; default 1, 2× for 1 VM)
+#   bench/lab.sh --report (the section again from bench/out/lab)
 # Environment: FIRMWARES="bios uefi-pxe", COUNTS="1 4 8", ACCEL=tcg.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+MODE=run; [ "${1:-}" = --report ] && { MODE=report; shift; }
 REPS=${1:-1}
-REPS1=${REPS1:-$((REPS * 3))}  # one VM gives one sample a round: more rounds
+REPS1=${REPS1:-$((REPS * 2))}  # one VM gives one sample a round: more rounds
 FIRMWARES=${FIRMWARES:-"bios uefi-pxe"}
 COUNTS=${COUNTS:-"1 4 8"}
 ACCEL=${ACCEL:-tcg}
 ROUND_TIMEOUT=${ROUND_TIMEOUT:-180}
 OUT=$PWD/bench/out/lab
 BIN=$PWD/bin/bootfleet
+# The section, from the raw figures (bench/lab.sh --report re-renders it).
+report() {
+echo "### Lab VMs: power-on → ready, bootfleet vs dnsmasq + nginx"
+echo
+echo "QEMU $(qemu-system-x86_64 --version | head -1 | awk '{print $4}') ($ACCEL, 512 MiB, 1 vCPU each), the lab image (Debian kernel $(awk -F'"' '/kernel_version/ {print $4}' "$OUT/image/image.json"), $(( $(stat -c %s "$OUT/image/initrd.img") / 1024 )) KiB busybox initrd, no agent), all VMs of a round started at once;"
+echo "bootfleet (\`serve\`: DHCP full with RAs, TFTP, HTTP, embedded etcd) beside dnsmasq $(dnsmasq --version | head -1 | awk '{print $3}') (DHCP, TFTP, RAs, option 175, no ping) + nginx $(nginx -v 2>&1 | cut -d/ -f2) serving the same files and the scripts and Ignition bootfleet renders per MAC."
+echo "$REPS1 rounds per server for 1 VM, $REPS for 4 and 8; servers alternating. (bootfleet's embedded iPXE says user class Tinkerbell; dnsmasq is told that is iPXE too.)"
+echo "BIOS: SeaBIOS → the NIC's iPXE ROM → HTTP. UEFI: OVMF's own PXE (NIC without ROM) → TFTP ipxe.efi → iPXE → HTTP."
+echo
+echo "Seconds from QEMU's start, medians over the VMs of the case (*ready*: median [min–max]). *kernel*: the kernel's first console line (firmware, PXE, iPXE and the downloads come before it);"
+echo "*script*, *kernel req*, *Ignition*: when the server got iPXE's script request, the kernel download request and the Ignition request (bootfleet: its registry timeline; stand-in: nginx's log)."
+echo "*server ms/boot*: the server's own time per boot — bootfleet: DHCP handling + answering boot.ipxe, /ipxe and /ignition, from its metrics; nginx: \$request_time of those requests (ms resolution; dnsmasq's own time not measured)."
+echo "*CPU ms/boot*: the server processes' CPU time (user+system, 10 ms ticks) over the round divided by its VMs — etcd writes, transfers and idle work included; *idle*: their CPU ms per second before the VMs start."
+echo
+echo "| firmware | VMs | server | ready | kernel | script | kernel req | Ignition | server ms/boot | CPU ms/boot | ready vs stand-in |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
+awk -F'\t' '
+  function med(k, j,   n, i, m, x, a) {
+    n = cnt[k, j]; if (!n) return ""
+    for (i = 1; i <= n; i++) a[i] = v[k, j, i]
+    for (i = 2; i <= n; i++) { x = a[i]; for (m = i - 1; m >= 1 && a[m] > x; m--) a[m + 1] = a[m]; a[m + 1] = x }
+    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+  }
+  function f(k, j,   m) { m = med(k, j); return m == "" ? "–" : sprintf("%.2f", m) }
+  NR == FNR { if (FNR > 1) { k = $2 SUBSEP $3 SUBSEP $1; sm[k] += $5; cpu[k] += $7; idle[k] += $8; nr[k]++ } ; next }
+  FNR > 1 {
+    k = $2 SUBSEP $3 SUBSEP $1
+    if (!(k in mn) || $6 < mn[k]) mn[k] = $6; if ($6 > mx[k]) mx[k] = $6
+    for (j = 6; j <= 10; j++) if ($j != "-") v[k, j, ++cnt[k, j]] = $j
+    if (!(($2 SUBSEP $3) in seen)) { seen[$2 SUBSEP $3] = 1; order[++no] = $2 SUBSEP $3 }
+  }
+  END {
+    for (o = 1; o <= no; o++) {
+      split(order[o], fn, SUBSEP)
+      b = order[o] SUBSEP "bootfleet"; d = order[o] SUBSEP "standin"
+      for (w = 1; w <= 2; w++) {
+        k = (w == 1) ? b : d; if (!cnt[k, 6]) continue
+        ratio = (w == 1 && cnt[d, 6]) ? sprintf("%+.1f%%", (med(b, 6) / med(d, 6) - 1) * 100) : ""
+        printf "| %s | %s | %s | %.2f [%.2f–%.2f] | %s | %s | %s | %s | %.1f | %.0f (idle %.0f/s) | %s |\n", (fn[1] == "bios" ? "BIOS" : "UEFI PXE"), fn[2], (w == 1 ? "bootfleet" : "dnsmasq+nginx"),
+          med(k, 6), mn[k], mx[k], f(k, 7), f(k, 8), f(k, 9), f(k, 10), sm[k] / nr[k], cpu[k] / nr[k], idle[k] / nr[k], ratio
+      }
+    }
+  }' "$RUNS" "$VMS"
+echo
+echo "Command: \`flock /tmp/bootfleet-bench.lock bench/lab.sh $REPS\` (as root; raw figures in bench/out/lab/{vms,rounds}.tsv). Taken on a shared 2-core machine (other work running), QEMU under TCG: 8 VMs on 2 cores are CPU-bound, which both servers share."
+echo "Targets (issue 7): ready no later than the stand-in's + 5%; bootfleet's own time under 50 ms per boot."
+}
+VMS=$OUT/vms.tsv RUNS=$OUT/rounds.tsv
+if [ "$MODE" = report ]; then
+  . "$OUT/params"
+  report
+  exit
+fi
 rm -rf "$OUT"; mkdir -p "$OUT"
+echo "REPS=$REPS REPS1=$REPS1 ACCEL=$ACCEL" >"$OUT/params"
 [ -x "$BIN" ] || go build -o "$BIN" ./cmd/bootfleet
 NS=bf-blab-$RANDOM
 URL=http://10.77.0.1:8080
@@ -184,7 +240,6 @@ start_vm() { # i fw dir
 
 # A round: the server up, N VMs at once, each until it powers off after
 # its ready marker; then each VM's times and the server's own time.
-VMS=$OUT/vms.tsv RUNS=$OUT/rounds.tsv
 printf 'server\tfw\tn\trep\tvm\ttotal\tkernel_at\tscript_at\tkernel_req_at\tignition_at\n' >"$VMS"
 printf 'server\tfw\tn\trep\tserver_ms\tassets_ms\tcpu_ms\tidle_cpu_ms_per_s\n' >"$RUNS"
 round() { # server fw n rep
@@ -266,40 +321,4 @@ for fw in $FIRMWARES; do
   done
 done
 
-# The section.
-echo "### Lab VMs: power-on → ready, bootfleet vs dnsmasq + nginx"
-echo
-echo "QEMU $(qemu-system-x86_64 --version | head -1 | awk '{print $4}') ($ACCEL, 512 MiB, 1 vCPU each), the lab image (Debian kernel $(awk -F'"' '/kernel_version/ {print $4}' "$OUT/image/image.json"), $(( $(stat -c %s "$OUT/image/initrd.img") / 1024 )) KiB busybox initrd, no agent), all VMs of a round started at once;"
-echo "bootfleet (\`serve\`: DHCP full with RAs, TFTP, HTTP, embedded etcd) beside dnsmasq $(dnsmasq --version | head -1 | awk '{print $3}') (DHCP, TFTP, RAs, option 175, no ping) + nginx $(nginx -v 2>&1 | cut -d/ -f2) serving the same files and the scripts and Ignition bootfleet renders per MAC. $REPS round(s) per case and server, servers alternating."
-echo "(bootfleet's embedded iPXE says user class Tinkerbell; dnsmasq is told that is iPXE too.)"
-echo "BIOS: SeaBIOS → the NIC's iPXE ROM → HTTP. UEFI: OVMF's own PXE (NIC without ROM) → TFTP ipxe.efi → iPXE → HTTP."
-echo "Times in seconds from QEMU's start (mean over the VMs of the round(s), [min–max] of ready). *kernel*: the kernel's first console line (firmware, PXE, iPXE, downloads before it);"
-echo "*script*, *kernel req*, *Ignition*: when the server got iPXE's script request, the kernel download request and the Ignition request (bootfleet: its registry timeline; stand-in: nginx's log)."
-echo "*server ms/boot*: the server's own time per boot — bootfleet: DHCP handling + answering boot.ipxe, /ipxe and /ignition (its metrics); nginx: \$request_time of those requests (dnsmasq's time not included)."
-echo "*CPU ms/boot*: the server processes' CPU time (user+system) during the round divided by its VMs, etcd writes, transfers and idle work included; *idle/s*: their CPU ms per second before the VMs start."
-echo
-echo "| firmware | VMs | server | ready (s) | kernel | script | kernel req | Ignition | server ms/boot | CPU ms/boot | ready vs stand-in |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|"
-awk -F'\t' 'NR == FNR { if (FNR > 1) { k = $2 SUBSEP $3 SUBSEP $1; sm[k] += $5; cpu[k] += $7; idle[k] += $8; nr[k]++ } ; next }
-  FNR > 1 {
-    k = $2 SUBSEP $3 SUBSEP $1; c[k]++; t[k] += $6
-    if (!(k in mn) || $6 < mn[k]) mn[k] = $6; if ($6 > mx[k]) mx[k] = $6
-    for (j = 7; j <= 10; j++) if ($j != "-") { s[k, j] += $j; sn[k, j]++ }
-    if (!(($2 SUBSEP $3) in seen)) { seen[$2 SUBSEP $3] = 1; order[++no] = $2 SUBSEP $3 }
-  }
-  function f(k, j) { return sn[k, j] ? sprintf("%.2f", s[k, j] / sn[k, j]) : "–" }
-  END {
-    for (o = 1; o <= no; o++) {
-      split(order[o], fn, SUBSEP)
-      b = order[o] SUBSEP "bootfleet"; d = order[o] SUBSEP "standin"
-      for (w = 1; w <= 2; w++) {
-        k = (w == 1) ? b : d; if (!c[k]) continue
-        ratio = (w == 1 && c[d]) ? sprintf("%+.1f%%", ((t[b] / c[b]) / (t[d] / c[d]) - 1) * 100) : ""
-        printf "| %s | %s | %s | %.2f [%.2f–%.2f] | %s | %s | %s | %s | %.2f | %.0f (idle %.0f/s) | %s |\n", fn[1], fn[2], (w == 1 ? "bootfleet" : "dnsmasq+nginx"),
-          t[k] / c[k], mn[k], mx[k], f(k, 7), f(k, 8), f(k, 9), f(k, 10), sm[k] / nr[k], cpu[k] / nr[k], idle[k] / nr[k], ratio
-      }
-    }
-  }' "$RUNS" "$VMS"
-echo
-echo "Command: \`flock /tmp/bootfleet-bench.lock bench/lab.sh $REPS\` ($REPS1 rounds for 1 VM) (as root). Taken on a shared 2-core machine (other work running), QEMU under TCG: 8 VMs on 2 cores are CPU-bound, which the comparison shares."
-echo "Targets (issue 7): ready no later than the stand-in's + 5%; bootfleet's own time under 50 ms per boot."
+report
