@@ -94,7 +94,30 @@ func (s *Server) ipxeScript(w http.ResponseWriter, r *http.Request, n *node) (in
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Write(b.Bytes())
+	if p.Boot.Kernel != "" && p.Ignition != "" {
+		s.warmIgnition(n)
+	}
 	return http.StatusOK, nil
+}
+
+// warmIgnition renders the node's Ignition in the background once its
+// iPXE script is out: the kernel asks for the config seconds later and
+// then finds the transpiled Butane in the renderer's cache (keyed by the
+// rendered text) instead of waiting for the transpile, most of a render
+// (5–15 ms per node in the lab benchmark). At most GOMAXPROCS renders run
+// at once; past that the request renders, as without warming.
+func (s *Server) warmIgnition(n *node) {
+	select {
+	case s.warm <- struct{}{}:
+	default:
+		return
+	}
+	go func() {
+		defer func() { <-s.warm }()
+		if _, _, err := n.snap.Renderer.Ignition(n.match, n.data); err != nil {
+			s.log.Debug("warming the Ignition config", "mac", n.facts.MAC, "error", err)
+		}
+	}()
 }
 
 // grubURL turns an http URL into GRUB's (http,host:port)/path form.

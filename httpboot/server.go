@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -94,6 +95,8 @@ type Server struct {
 	mux     *http.ServeMux
 	// agentSeen caches whether each agent binary exists (agentCheck).
 	agentSeen sync.Map
+	// warm bounds the background Ignition renders (warmIgnition).
+	warm chan struct{}
 }
 
 // New returns a Server serving snap.
@@ -118,7 +121,7 @@ func New(cfg Config, snap Snapshot) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Log, metrics: m, etags: newETagCache()}
+	s := &Server{cfg: cfg, log: cfg.Log, metrics: m, etags: newETagCache(), warm: make(chan struct{}, runtime.GOMAXPROCS(0))}
 	s.snap.Store(&snap)
 	s.routes()
 	return s, nil
