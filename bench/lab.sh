@@ -32,10 +32,11 @@ echo
 echo "Seconds from QEMU's start, medians over the VMs of the case (*ready*: median [min–max]). *kernel*: the kernel's first console line (firmware, PXE, iPXE and the downloads come before it);"
 echo "*script*, *kernel req*, *Ignition*: when the server got iPXE's script request, the kernel download request and the Ignition request (bootfleet: its registry timeline; stand-in: nginx's log)."
 echo "*server ms/boot*: the server's own time per boot — bootfleet: DHCP handling + answering boot.ipxe, /ipxe and /ignition, from its metrics; nginx: \$request_time of those requests (ms resolution; dnsmasq's own time not measured)."
+echo "*kernel boot*: a control with no server in it — the kernel's first console line to its running /init (guest CPU only); how much it differs between the servers' rounds is how much the machine's load differed."
 echo "*CPU ms/boot*: the server processes' CPU time (user+system, 10 ms ticks) over the round divided by its VMs — etcd writes, transfers and idle work included; *idle*: their CPU ms per second before the VMs start."
 echo
-echo "| firmware | VMs | server | ready | kernel | script | kernel req | Ignition | server ms/boot | CPU ms/boot | ready vs stand-in |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| firmware | VMs | server | ready | kernel | script | kernel req | Ignition | kernel boot | server ms/boot | CPU ms/boot | ready vs stand-in | kernel boot vs stand-in |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 awk -F'\t' '
   function med(k, j,   n, i, m, x, a) {
     n = cnt[k, j]; if (!n) return ""
@@ -48,7 +49,7 @@ awk -F'\t' '
   FNR > 1 {
     k = $2 SUBSEP $3 SUBSEP $1
     if (!(k in mn) || $6 < mn[k]) mn[k] = $6; if ($6 > mx[k]) mx[k] = $6
-    for (j = 6; j <= 10; j++) if ($j != "-") v[k, j, ++cnt[k, j]] = $j
+    for (j = 6; j <= 11; j++) if ($j != "-" && $j != "") v[k, j, ++cnt[k, j]] = $j
     if (!(($2 SUBSEP $3) in seen)) { seen[$2 SUBSEP $3] = 1; order[++no] = $2 SUBSEP $3 }
   }
   END {
@@ -58,8 +59,9 @@ awk -F'\t' '
       for (w = 1; w <= 2; w++) {
         k = (w == 1) ? b : d; if (!cnt[k, 6]) continue
         ratio = (w == 1 && cnt[d, 6]) ? sprintf("%+.1f%%", (med(b, 6) / med(d, 6) - 1) * 100) : ""
-        printf "| %s | %s | %s | %.2f [%.2f–%.2f] | %s | %s | %s | %s | %.1f | %.0f (idle %.0f/s) | %s |\n", (fn[1] == "bios" ? "BIOS" : "UEFI PXE"), fn[2], (w == 1 ? "bootfleet" : "dnsmasq+nginx"),
-          med(k, 6), mn[k], mx[k], f(k, 7), f(k, 8), f(k, 9), f(k, 10), sm[k] / nr[k], cpu[k] / nr[k], idle[k] / nr[k], ratio
+        cratio = (w == 1 && cnt[d, 11] && cnt[b, 11]) ? sprintf("%+.1f%%", (med(b, 11) / med(d, 11) - 1) * 100) : ""
+        printf "| %s | %s | %s | %.2f [%.2f–%.2f] | %s | %s | %s | %s | %s | %.1f | %.0f (idle %.0f/s) | %s | %s |\n", (fn[1] == "bios" ? "BIOS" : "UEFI PXE"), fn[2], (w == 1 ? "bootfleet" : "dnsmasq+nginx"),
+          med(k, 6), mn[k], mx[k], f(k, 7), f(k, 8), f(k, 9), f(k, 10), f(k, 11), sm[k] / nr[k], cpu[k] / nr[k], idle[k] / nr[k], ratio, cratio
       }
     }
   }' "$RUNS" "$VMS"
@@ -240,7 +242,7 @@ start_vm() { # i fw dir
 
 # A round: the server up, N VMs at once, each until it powers off after
 # its ready marker; then each VM's times and the server's own time.
-printf 'server\tfw\tn\trep\tvm\ttotal\tkernel_at\tscript_at\tkernel_req_at\tignition_at\n' >"$VMS"
+printf 'server\tfw\tn\trep\tvm\ttotal\tkernel_at\tscript_at\tkernel_req_at\tignition_at\tkernel_boot\n' >"$VMS"
 printf 'server\tfw\tn\trep\tserver_ms\tassets_ms\tcpu_ms\tidle_cpu_ms_per_s\n' >"$RUNS"
 round() { # server fw n rep
   local server=$1 fw=$2 n=$3 rep=$4 d=$OUT/$1-$2-$3-$4 i before after cpu0 cpu1
@@ -285,6 +287,9 @@ round() { # server fw n rep
     on=$(awk '$2 == "POWER-ON" {print $1; exit}' "$d/vm-$i.log")
     kern=$(awk '/Linux version/ {print $1; exit}' "$d/vm-$i.log")
     ready=$(awk '/BOOTFLEET-READY/ {print $1; exit}' "$d/vm-$i.log")
+    # A control with no server in it: the kernel's own boot, from its
+    # first console line to running /init (guest CPU only).
+    kboot=$(awk '/Linux version/ && !k {k = $1} /Run \/init/ && k {printf "%.3f", $1 - k; exit}' "$d/vm-$i.log")
     if [ -z "$ready" ]; then echo "$server $fw n=$n: VM $i not ready (see $d/vm-$i.log)" >&2; continue; fi
     if [ "$server" = bootfleet ]; then
       # From the registry timeline: when bootfleet saw iPXE's script
@@ -303,9 +308,9 @@ round() { # server fw n rep
         function o(x) { return x ? sprintf("%.3f", x) : "-" }
         END { printf "%s %s %s\n", o(s), o(k), o(g) }' "$d/access.log")
     fi
-    awk -v sv="$server" -v fw="$fw" -v n="$n" -v rep="$rep" -v i="$i" -v on="$on" -v kern="$kern" -v ready="$ready" -v s="$s" -v k="$k" -v g="$g" '
+    awk -v sv="$server" -v fw="$fw" -v n="$n" -v rep="$rep" -v i="$i" -v on="$on" -v kern="$kern" -v ready="$ready" -v s="$s" -v k="$k" -v g="$g" -v kb="${kboot:--}" '
       function rel(x) { return x == "-" || x == "" ? "-" : sprintf("%.3f", x - on) }
-      BEGIN { printf "%s\t%s\t%s\t%s\t%s\t%.3f\t%s\t%s\t%s\t%s\n", sv, fw, n, rep, i, ready - on, rel(kern), rel(s), rel(k), rel(g) }' >>"$VMS"
+      BEGIN { printf "%s\t%s\t%s\t%s\t%s\t%.3f\t%s\t%s\t%s\t%s\t%s\n", sv, fw, n, rep, i, ready - on, rel(kern), rel(s), rel(k), rel(g), kb }' >>"$VMS"
   done
   echo "round $server $fw n=$n rep=$rep done" >&2
 }
