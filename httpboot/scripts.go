@@ -105,20 +105,25 @@ func (s *Server) ipxeScript(w http.ResponseWriter, r *http.Request, n *node) (in
 // then finds the transpiled Butane in the renderer's cache (keyed by the
 // rendered text) instead of waiting for the transpile, most of a render
 // (5–15 ms per node in the lab benchmark). At most GOMAXPROCS renders run
-// at once; past that the request renders, as without warming.
+// at once and maxWarmPending wait (a boot storm's nodes all ask within
+// a second); past that the request renders, as without warming.
 func (s *Server) warmIgnition(n *node) {
-	select {
-	case s.warm <- struct{}{}:
-	default:
+	if s.warmPending.Add(1) > maxWarmPending {
+		s.warmPending.Add(-1)
 		return
 	}
 	go func() {
+		defer s.warmPending.Add(-1)
+		s.warm <- struct{}{}
 		defer func() { <-s.warm }()
 		if _, _, err := n.snap.Renderer.Ignition(n.match, n.data); err != nil {
 			s.log.Debug("warming the Ignition config", "mac", n.facts.MAC, "error", err)
 		}
 	}()
 }
+
+// maxWarmPending bounds the Ignition renders waiting to warm the cache.
+const maxWarmPending = 1024
 
 // grubURL turns an http URL into GRUB's (http,host:port)/path form.
 func grubURL(ref string) string {

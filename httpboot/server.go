@@ -95,8 +95,10 @@ type Server struct {
 	mux     *http.ServeMux
 	// agentSeen caches whether each agent binary exists (agentCheck).
 	agentSeen sync.Map
-	// warm bounds the background Ignition renders (warmIgnition).
-	warm chan struct{}
+	// warm and warmPending bound the background Ignition renders
+	// (warmIgnition): running, and running or waiting.
+	warm        chan struct{}
+	warmPending atomic.Int64
 }
 
 // New returns a Server serving snap.

@@ -444,8 +444,8 @@ func TestIPXEScriptWarmsIgnition(t *testing.T) {
 		t.Fatalf("/ipxe: %s\n%s", resp.Status, body)
 	}
 	waitMisses := time.Now().Add(10 * time.Second)
-	// Until the background render has transpiled and let go of its slot.
-	for _, misses := r.Stats(); misses == 0 || len(f.srv.warm) > 0; _, misses = r.Stats() {
+	// Until the background render has transpiled and is done.
+	for _, misses := r.Stats(); misses == 0 || f.srv.warmPending.Load() > 0; _, misses = r.Stats() {
 		if time.Now().After(waitMisses) {
 			t.Fatal("no Ignition render after the iPXE script in 10s")
 		}
@@ -458,5 +458,35 @@ func TestIPXEScriptWarmsIgnition(t *testing.T) {
 	}
 	if hits, misses := r.Stats(); misses != misses0 || hits <= hits0 {
 		t.Errorf("the Ignition request transpiled again: hits %d→%d, misses %d→%d", hits0, hits, misses0, misses)
+	}
+
+	// A boot storm: 40 nodes ask for their scripts at once; each one's
+	// config is warmed (more than GOMAXPROCS wait their turn).
+	var wg sync.WaitGroup
+	for i := range 40 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := http.Get(fmt.Sprintf("%s/ipxe?mac=52-54-00-bf-01-%02x&arch=x86_64", f.ts.URL, i))
+			if err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	for deadline := time.Now().Add(20 * time.Second); f.srv.warmPending.Load() > 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("background renders still pending after 20s")
+		}
+	}
+	_, misses0 = r.Stats()
+	for i := range 40 {
+		if resp, _ := fetch(t, fmt.Sprintf("%s/ignition?mac=52:54:00:bf:01:%02x", f.ts.URL, i)); resp.StatusCode != http.StatusOK {
+			t.Fatalf("/ignition: %s", resp.Status)
+		}
+	}
+	if _, misses := r.Stats(); misses != misses0 {
+		t.Errorf("%d of 40 Ignition requests after a storm of scripts transpiled again", misses-misses0)
 	}
 }
