@@ -2,7 +2,7 @@
 # make bench: every side-by-side benchmark, results into bench/RESULTS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/install-deps.sh nginx wrk curl tftpd-hpa kea-admin kea-dhcp4-server dnsmasq-base iproute2 podman runc busybox-static
+./scripts/install-deps.sh nginx wrk curl tftpd-hpa kea-admin kea-dhcp4-server dnsmasq-base iproute2 podman runc busybox-static qemu-system-x86 ipxe-qemu ovmf jq
 # The Debian packages start their daemons; the benchmarks run their own.
 for svc in kea-dhcp4-server tftpd-hpa nginx; do systemctl stop "$svc" 2>/dev/null || service "$svc" stop 2>/dev/null || true; done
 out=bench/out; mkdir -p "$out"
@@ -21,6 +21,8 @@ out=bench/out; mkdir -p "$out"
   ./bench/fleet.sh
   echo
   ./bench/storm.sh 1000
+  echo
+  ./bench/lab.sh
   echo
   echo "### Go benchmarks"
   echo

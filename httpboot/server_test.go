@@ -13,6 +13,7 @@ import (
 	"sync"
 	"testing"
 	"testing/fstest"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -423,5 +424,69 @@ func BenchmarkIPXE(b *testing.B) {
 		if rec.Code != 200 {
 			b.Fatal(rec.Code)
 		}
+	}
+}
+
+// Serving a node's iPXE script renders its Ignition in the background, so
+// the kernel's request later finds the transpiled config in the cache.
+func TestIPXEScriptWarmsIgnition(t *testing.T) {
+	set, err := profiles.Load(examples.Lab(), "examples/lab")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := ignition.New(set, ignition.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, nil, func(*profiles.Set) Renderer { return r }, Config{PublicURL: public})
+	resp, body := fetch(t, f.ts.URL+"/ipxe?mac=52-54-00-bf-00-07&arch=x86_64&firmware=bios&uuid=00000000-0000-0000-0000-000000000000")
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "ignition.config.url=") {
+		t.Fatalf("/ipxe: %s\n%s", resp.Status, body)
+	}
+	waitMisses := time.Now().Add(10 * time.Second)
+	// Until the background render has transpiled and is done.
+	for _, misses := r.Stats(); misses == 0 || !f.srv.warm.idle(); _, misses = r.Stats() {
+		if time.Now().After(waitMisses) {
+			t.Fatal("no Ignition render after the iPXE script in 10s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	hits0, misses0 := r.Stats()
+	resp, body = fetch(t, f.ts.URL+"/ignition?mac=52:54:00:bf:00:07")
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `"ignition"`) {
+		t.Fatalf("/ignition: %s\n%s", resp.Status, body)
+	}
+	if hits, misses := r.Stats(); misses != misses0 || hits <= hits0 {
+		t.Errorf("the Ignition request transpiled again: hits %d→%d, misses %d→%d", hits0, hits, misses0, misses)
+	}
+
+	// A boot storm: 40 nodes ask for their scripts at once; each one's
+	// config is warmed (more than GOMAXPROCS wait their turn).
+	var wg sync.WaitGroup
+	for i := range 40 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := http.Get(fmt.Sprintf("%s/ipxe?mac=52-54-00-bf-01-%02x&arch=x86_64", f.ts.URL, i))
+			if err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	for deadline := time.Now().Add(20 * time.Second); !f.srv.warm.idle(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("background renders still pending after 20s")
+		}
+	}
+	_, misses0 = r.Stats()
+	for i := range 40 {
+		if resp, _ := fetch(t, fmt.Sprintf("%s/ignition?mac=52:54:00:bf:01:%02x", f.ts.URL, i)); resp.StatusCode != http.StatusOK {
+			t.Fatalf("/ignition: %s", resp.Status)
+		}
+	}
+	if _, misses := r.Stats(); misses != misses0 {
+		t.Errorf("%d of 40 Ignition requests after a storm of scripts transpiled again", misses-misses0)
 	}
 }

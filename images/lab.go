@@ -11,12 +11,10 @@ import (
 	"debug/elf"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 )
@@ -68,23 +66,25 @@ func BuildLab(ctx context.Context, cfg LabConfig) (LabImage, error) {
 	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
 		return LabImage{}, fmt.Errorf("images: %w", err)
 	}
-	debs := filepath.Join(cfg.Cache, "debs")
-	if err := os.MkdirAll(debs, 0o755); err != nil {
-		return LabImage{}, fmt.Errorf("images: %w", err)
+	unlock, err := lockCache(ctx, cfg.Cache)
+	if err != nil {
+		return LabImage{}, err
 	}
+	defer unlock()
 	kernelPkg, err := kernelPackage(ctx)
 	if err != nil {
 		return LabImage{}, err
 	}
-	unpacked := map[string]string{}
-	for _, pkg := range []string{kernelPkg, "busybox-static"} {
-		dir, err := fetchPackage(ctx, debs, pkg, cfg.Log)
-		if err != nil {
-			return LabImage{}, err
-		}
-		unpacked[pkg] = dir
+	kernelDeb, err := fetchDeb(ctx, cfg.Cache, kernelPkg, cfg.Log)
+	if err != nil {
+		return LabImage{}, err
 	}
-	kroot := unpacked[kernelPkg]
+	busyboxDeb, err := fetchDeb(ctx, cfg.Cache, "busybox-static", cfg.Log)
+	if err != nil {
+		return LabImage{}, err
+	}
+	pruneCache(cfg.Cache, []deb{kernelDeb, busyboxDeb}, cfg.Log)
+	kroot := kernelDeb.dir
 	vmlinuz, err := filepath.Glob(filepath.Join(kroot, "boot", "vmlinuz-*"))
 	if err != nil || len(vmlinuz) != 1 {
 		return LabImage{}, fmt.Errorf("images: %s has no single boot/vmlinuz-*", kernelPkg)
@@ -96,7 +96,7 @@ func BuildLab(ctx context.Context, cfg LabConfig) (LabImage, error) {
 		return LabImage{}, err
 	}
 
-	busybox, err := os.ReadFile(filepath.Join(unpacked["busybox-static"], "bin", "busybox"))
+	busybox, err := os.ReadFile(filepath.Join(busyboxDeb.dir, "bin", "busybox"))
 	if err != nil {
 		return LabImage{}, fmt.Errorf("images: busybox-static: %w", err)
 	}
@@ -108,16 +108,25 @@ func BuildLab(ctx context.Context, cfg LabConfig) (LabImage, error) {
 	entries["bin/sh"] = cpioEntry{mode: modeSymlink | 0o777, data: []byte("busybox")}
 	entries["init"] = cpioEntry{mode: modeFile | 0o755, data: []byte(labInit)}
 	entries["etc/udhcpc.script"] = cpioEntry{mode: modeFile | 0o755, data: []byte(labUdhcpcScript)}
+	// The modules where modprobe looks for them, with their modules.dep;
+	// /init loads them in order with insmod.
+	kmods := "lib/modules/" + version
+	for _, d := range []string{kmods, kmods + "/kernel"} {
+		entries[d] = cpioEntry{mode: modeDir | 0o755}
+	}
 	var load []string
 	for _, m := range order {
-		data, err := os.ReadFile(m)
+		data, err := os.ReadFile(filepath.Join(modDir, m.Path))
 		if err != nil {
 			return LabImage{}, fmt.Errorf("images: %w", err)
 		}
-		name := "lib/modules/" + filepath.Base(m)
-		entries[name] = cpioEntry{mode: modeFile | 0o644, data: data}
-		load = append(load, "/"+name)
+		for d := filepath.Dir(m.Path); d != "." && d != "kernel"; d = filepath.Dir(d) {
+			entries[kmods+"/"+d] = cpioEntry{mode: modeDir | 0o755}
+		}
+		entries[kmods+"/"+m.Path] = cpioEntry{mode: modeFile | 0o644, data: data}
+		load = append(load, "/"+kmods+"/"+m.Path)
 	}
+	entries[kmods+"/modules.dep"] = cpioEntry{mode: modeFile | 0o644, data: modulesDep(order)}
 	entries["etc/modules-load"] = cpioEntry{mode: modeFile | 0o644, data: []byte(strings.Join(load, "\n") + "\n")}
 	if cfg.Agent != "" {
 		data, err := os.ReadFile(cfg.Agent)
@@ -142,76 +151,40 @@ func BuildLab(ctx context.Context, cfg LabConfig) (LabImage, error) {
 		return LabImage{}, err
 	}
 	for path, data := range map[string][]byte{img.Kernel: kernel, img.Initrd: gz.Bytes()} {
-		if err := os.WriteFile(path, data, 0o644); err != nil {
+		if err := writeFileAtomic(path, data); err != nil {
 			return LabImage{}, fmt.Errorf("images: %w", err)
 		}
 		sum := sha256.Sum256(data)
 		img.SHA256[filepath.Base(path)] = hex.EncodeToString(sum[:])
 	}
 	manifest, _ := json.MarshalIndent(img, "", "  ")
-	if err := os.WriteFile(filepath.Join(cfg.Out, "image.json"), append(manifest, '\n'), 0o644); err != nil {
+	if err := writeFileAtomic(filepath.Join(cfg.Out, "image.json"), append(manifest, '\n')); err != nil {
 		return LabImage{}, err
 	}
 	sums := fmt.Sprintf("%s  vmlinuz\n%s  initrd.img\n", img.SHA256["vmlinuz"], img.SHA256["initrd.img"])
-	if err := os.WriteFile(filepath.Join(cfg.Out, "SHA256SUMS"), []byte(sums), 0o644); err != nil {
+	if err := writeFileAtomic(filepath.Join(cfg.Out, "SHA256SUMS"), []byte(sums)); err != nil {
 		return LabImage{}, err
 	}
 	cfg.Log.Info("lab image built", "kernel", version, "initrd_bytes", gz.Len(), "modules", len(order), "agent", cfg.Agent != "")
 	return img, nil
 }
 
-// kernelPackage names the versioned kernel package linux-image-amd64
-// currently depends on.
-func kernelPackage(ctx context.Context) (string, error) {
-	out, err := exec.CommandContext(ctx, "apt-cache", "depends", "linux-image-amd64").Output()
-	if err != nil {
-		return "", fmt.Errorf("images: apt-cache depends linux-image-amd64: %w (run apt-get update first)", err)
-	}
-	for line := range strings.Lines(string(out)) {
-		if dep, ok := strings.CutPrefix(strings.TrimSpace(line), "Depends: "); ok && strings.HasPrefix(dep, "linux-image-") {
-			return dep, nil
-		}
-	}
-	return "", errors.New("images: linux-image-amd64 depends on no kernel package (apt-get update?)")
-}
-
-// fetchPackage downloads a Debian package into debs (once) and unpacks it
-// (once), returning the unpacked tree.
-func fetchPackage(ctx context.Context, debs, pkg string, log *slog.Logger) (string, error) {
-	tree := filepath.Join(debs, pkg+".tree")
-	if _, err := os.Stat(filepath.Join(tree, ".complete")); err == nil {
-		return tree, nil
-	}
-	matches, _ := filepath.Glob(filepath.Join(debs, pkg+"_*.deb"))
-	if len(matches) == 0 {
-		log.Info("downloading Debian package", "package", pkg)
-		cmd := exec.CommandContext(ctx, "apt-get", "download", "-q", pkg)
-		cmd.Dir = debs
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return "", fmt.Errorf("images: apt-get download %s: %w\n%s", pkg, err, out)
-		}
-		if matches, _ = filepath.Glob(filepath.Join(debs, pkg+"_*.deb")); len(matches) == 0 {
-			return "", fmt.Errorf("images: apt-get download %s left no .deb", pkg)
-		}
-	}
-	_ = os.RemoveAll(tree)
-	if out, err := exec.CommandContext(ctx, "dpkg-deb", "-x", matches[len(matches)-1], tree).CombinedOutput(); err != nil {
-		return "", fmt.Errorf("images: dpkg-deb -x %s: %w\n%s", matches[0], err, out)
-	}
-	if err := os.WriteFile(filepath.Join(tree, ".complete"), nil, 0o644); err != nil {
-		return "", err
-	}
-	return tree, nil
+// labModule is a kernel module picked for the image.
+type labModule struct {
+	Name    string   // canonical, e.g. virtio_net
+	Path    string   // relative to lib/modules/<version>, e.g. kernel/drivers/net/virtio_net.ko
+	Depends []string // from its .modinfo
 }
 
 // moduleOrder finds the modules and everything they depend on (read from
 // each module's .modinfo section, so no depmod is needed) and returns
-// their paths in an order insmod can load them.
-func moduleOrder(modDir string, want []string) ([]string, error) {
-	paths := map[string]string{} // canonical name → path
+// them in an order insmod can load them: dependencies first.
+func moduleOrder(modDir string, want []string) ([]labModule, error) {
+	paths := map[string]string{} // canonical name → path relative to modDir
 	err := filepath.WalkDir(filepath.Join(modDir, "kernel"), func(p string, d fs.DirEntry, err error) error {
 		if err == nil && !d.IsDir() && strings.HasSuffix(p, ".ko") {
-			paths[canonicalModule(strings.TrimSuffix(d.Name(), ".ko"))] = p
+			rel, _ := filepath.Rel(modDir, p)
+			paths[canonicalModule(strings.TrimSuffix(d.Name(), ".ko"))] = filepath.ToSlash(rel)
 		}
 		return err
 	})
@@ -224,7 +197,7 @@ func moduleOrder(modDir string, want []string) ([]string, error) {
 			builtin[canonicalModule(strings.TrimSuffix(filepath.Base(strings.TrimSpace(line)), ".ko"))] = true
 		}
 	}
-	var order []string
+	var order []labModule
 	state := map[string]int{} // 1 visiting, 2 done
 	var visit func(name string) error
 	visit = func(name string) error {
@@ -235,12 +208,12 @@ func moduleOrder(modDir string, want []string) ([]string, error) {
 		if state[name] == 1 {
 			return fmt.Errorf("images: module dependency cycle at %s", name)
 		}
-		path, ok := paths[name]
+		rel, ok := paths[name]
 		if !ok {
 			return fmt.Errorf("images: module %s is not in %s", name, modDir)
 		}
 		state[name] = 1
-		deps, err := moduleDepends(path)
+		deps, err := moduleDepends(filepath.Join(modDir, rel))
 		if err != nil {
 			return err
 		}
@@ -250,7 +223,7 @@ func moduleOrder(modDir string, want []string) ([]string, error) {
 			}
 		}
 		state[name] = 2
-		order = append(order, path)
+		order = append(order, labModule{Name: name, Path: rel, Depends: deps})
 		return nil
 	}
 	for _, m := range want {
@@ -259,6 +232,40 @@ func moduleOrder(modDir string, want []string) ([]string, error) {
 		}
 	}
 	return order, nil
+}
+
+// modulesDep renders modules.dep for the picked modules as depmod writes
+// it — "path: dep-path dep-path …", each module's whole dependency
+// closure, listed so that loading from the last entry to the first works
+// (what modprobe does). mods is in load order, as moduleOrder returns.
+func modulesDep(mods []labModule) []byte {
+	byName := map[string]labModule{}
+	for _, m := range mods {
+		byName[m.Name] = m
+	}
+	var b strings.Builder
+	for _, m := range mods {
+		closure := map[string]bool{}
+		var walk func(names []string)
+		walk = func(names []string) {
+			for _, d := range names {
+				d = canonicalModule(d)
+				if dm, ok := byName[d]; ok && !closure[d] {
+					closure[d] = true
+					walk(dm.Depends)
+				}
+			}
+		}
+		walk(m.Depends)
+		b.WriteString(m.Path + ":")
+		for i := len(mods) - 1; i >= 0; i-- { // the closure in reverse load order
+			if closure[mods[i].Name] {
+				b.WriteString(" " + mods[i].Path)
+			}
+		}
+		b.WriteString("\n")
+	}
+	return []byte(b.String())
 }
 
 func canonicalModule(name string) string { return strings.ReplaceAll(name, "-", "_") }
@@ -289,7 +296,11 @@ func moduleDepends(path string) ([]string, error) {
 	return nil, nil
 }
 
-// labInit is the lab image's /init (busybox sh).
+// labInit is the lab image's /init (busybox sh). Its console markers:
+// "BOOTFLEET-READY mac=… ip=…" when the node is up, "BOOTFLEET-FAILED
+// <reason>" when it cannot get there (the lab reports that line). With
+// bootfleet.poweroff=1 on the kernel command line it powers off once
+// ready (benchmarks time whole boots by it).
 const labInit = `#!/bin/busybox sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
@@ -297,6 +308,17 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 mkdir -p /run /tmp /var/run
 say() { echo "bootfleet-lab: $*"; }
+fail() { echo "BOOTFLEET-FAILED $*"; while true; do sleep 3600; done; }
+URL=""
+POWEROFF=""
+set -f # the command line is split into words, never globbed
+for arg in $(cat /proc/cmdline); do
+	case "$arg" in
+	ignition.config.url=*) URL=${arg#ignition.config.url=} ;;
+	bootfleet.poweroff=1) POWEROFF=1 ;;
+	esac
+done
+set +f
 for m in $(cat /etc/modules-load); do insmod "$m" || say "insmod $m failed"; done
 ip link set lo up
 IF=""
@@ -310,24 +332,25 @@ for i in 1 2 3 4 5 6 7 8 9 10; do
 	[ -n "$IF" ] && break
 	sleep 0.5
 done
-if [ -z "$IF" ]; then say "no network interface"; exec sh; fi
+[ -n "$IF" ] || fail "no network interface after loading the NIC modules"
 MAC=$(cat /sys/class/net/$IF/address)
 say "kernel up, $IF mac=$MAC"
-udhcpc -i "$IF" -s /etc/udhcpc.script -q -n -t 10 -T 2 || say "DHCP failed"
+udhcpc -i "$IF" -s /etc/udhcpc.script -q -n -t 10 -T 2 || fail "mac=$MAC no DHCP lease"
 IP=$(cat /run/ip 2>/dev/null)
-URL=""
-for arg in $(cat /proc/cmdline); do
-	case "$arg" in ignition.config.url=*) URL=${arg#ignition.config.url=} ;; esac
-done
 if [ -n "$URL" ]; then
-	if timeout 60 wget -q -O /run/ignition.json "$URL"; then
-		say "ignition fetched from $URL sha256 $(sha256sum /run/ignition.json | cut -d' ' -f1)"
-		if [ -x /usr/bin/bootfleet-agent ]; then /usr/bin/bootfleet-agent ignition-apply /run/ignition.json; fi
-	else
-		say "ignition fetch failed: $URL"
+	n=0
+	until timeout 15 wget -q -O /run/ignition.json "$URL"; do
+		n=$((n + 1))
+		[ $n -ge 5 ] && fail "mac=$MAC ip=$IP cannot fetch $URL"
+		sleep 1
+	done
+	say "ignition fetched from $URL sha256 $(sha256sum /run/ignition.json | cut -d' ' -f1)"
+	if [ -x /usr/bin/bootfleet-agent ]; then
+		/usr/bin/bootfleet-agent ignition-apply /run/ignition.json || fail "mac=$MAC ip=$IP bootfleet-agent ignition-apply failed"
 	fi
 fi
 echo "BOOTFLEET-READY mac=$MAC ip=$IP"
+[ -n "$POWEROFF" ] && poweroff -f
 AGENT=/opt/bootfleet/bin/bootfleet-agent
 [ -x "$AGENT" ] || AGENT=/usr/bin/bootfleet-agent
 if [ -f /etc/bootfleet/agent.env ] && [ -x "$AGENT" ]; then

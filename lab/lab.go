@@ -67,6 +67,10 @@ type Node struct {
 	PID      int    `json:"pid"`
 	// Stranger: no group selects this VM's MAC.
 	Stranger bool `json:"stranger,omitempty"`
+	// ReadyAt is when lab up first saw the image's ready marker on the
+	// console, since the lab started (a console has no clock of its
+	// own); kept here for lab status in other processes.
+	ReadyAt time.Duration `json:"ready_at,omitempty"`
 }
 
 // State is what a lab made; it is written before anything is started, and

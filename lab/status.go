@@ -96,21 +96,30 @@ type Progress struct {
 	// Refused is when a stranger was refused (no group selects it).
 	Refused time.Duration
 	Joined  time.Duration // the agent joined
+	// Failed is the image's "BOOTFLEET-FAILED <reason>" console line:
+	// its /init gave up (no NIC, no lease, no Ignition).
+	Failed string
 }
 
 // Done says whether the node got where it can: up (the image said so on
-// its console), or, for a stranger, refused.
+// its console), failed (it said that), or, for a stranger, refused.
 func (p Progress) Done() bool {
 	if p.Node.Stranger {
 		return p.Refused > 0
 	}
-	return p.IsReady
+	return p.IsReady || p.Failed != ""
 }
 
+// Console markers of the lab image's /init.
+const (
+	ReadyMarker  = "BOOTFLEET-READY"
+	FailedMarker = "BOOTFLEET-FAILED"
+)
+
 // Status reads each node's progress from the server's inventory and the
-// VMs' consoles. seen, if not nil, remembers when each node's ready marker
-// was first seen, across calls (a console has no clock of its own).
-func Status(ctx context.Context, st *State, seen map[string]time.Duration) ([]Progress, error) {
+// VMs' consoles. With record (the caller watches the lab), the time a
+// node's ready marker is first seen is kept in st and its state file.
+func Status(ctx context.Context, st *State, record bool) ([]Progress, error) {
 	token, err := os.ReadFile(filepath.Join(st.Dir, "data", "admin.token"))
 	if err != nil {
 		return nil, fmt.Errorf("lab: admin token: %w", err)
@@ -129,23 +138,38 @@ func Status(ctx context.Context, st *State, seen map[string]time.Duration) ([]Pr
 		}
 	}
 	out := make([]Progress, 0, len(st.Nodes))
-	for _, n := range st.Nodes {
+	changed := false
+	for i, n := range st.Nodes {
 		p := Progress{Node: n, State: "off"}
 		if known[n.MAC] {
 			if err := nodeSteps(ctx, st, strings.TrimSpace(string(token)), &p); err != nil {
 				return nil, err
 			}
 		}
-		if b, err := os.ReadFile(n.Console); err == nil && strings.Contains(string(b), "BOOTFLEET-READY") {
-			p.IsReady = true
-			if seen != nil {
-				if _, ok := seen[n.MAC]; !ok {
-					seen[n.MAC] = max(time.Since(st.Started), time.Millisecond)
+		if b, err := os.ReadFile(n.Console); err == nil {
+			console := string(b)
+			if strings.Contains(console, ReadyMarker) {
+				p.IsReady = true
+				if record && n.ReadyAt == 0 {
+					st.Nodes[i].ReadyAt = max(time.Since(st.Started), time.Millisecond)
+					changed = true
 				}
-				p.Ready = seen[n.MAC]
+				p.Ready = st.Nodes[i].ReadyAt
+			}
+			if j := strings.Index(console, FailedMarker); j >= 0 {
+				line, _, _ := strings.Cut(console[j+len(FailedMarker):], "\n")
+				p.Failed = strings.TrimSpace(line)
+				if p.Failed == "" {
+					p.Failed = "(no reason given)"
+				}
 			}
 		}
 		out = append(out, p)
+	}
+	if changed {
+		if err := st.save(); err != nil {
+			return out, err
+		}
 	}
 	return out, nil
 }
@@ -205,6 +229,9 @@ func (p Progress) Line() string {
 	ready := step("ready", p.Ready)
 	if p.IsReady && p.Ready == 0 {
 		ready = "ready ✓"
+	}
+	if p.Failed != "" && !p.IsReady {
+		ready = "FAILED: " + p.Failed
 	}
 	return fmt.Sprintf("%s %-8s  %s → %s → %s → %s → %s → %s",
 		p.Node.MAC, p.Node.Firmware, step("DHCP", p.DHCP), step("iPXE", p.IPXE), step("kernel", p.Kernel),

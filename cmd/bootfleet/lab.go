@@ -68,9 +68,12 @@ DIR/image unless --image names one.`,
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "lab up: %d node(s), %s firmware, accel %s, netns %s, server %s (logs in %s)\n",
 				len(st.Nodes), cfg.Firmware, st.Accel, st.Netns, lab.ServerURL, st.Dir)
-			allReady := watchLab(ctx, cmd.OutOrStdout(), st, timeout, detach)
+			allReady, failed := watchLab(ctx, cmd.OutOrStdout(), st, timeout, detach)
 			if detach {
-				if !allReady {
+				switch {
+				case len(failed) > 0:
+					return fmt.Errorf("%s; the lab is still up (bootfleet lab status, lab down; consoles in %s)", strings.Join(failed, "; "), st.Dir)
+				case !allReady:
 					return fmt.Errorf("not every node was ready within %s; the lab is still up (bootfleet lab status, lab down)", timeout)
 				}
 				return nil
@@ -92,8 +95,9 @@ DIR/image unless --image names one.`,
 }
 
 // watchLab prints the nodes' progress until ctx ends or, with detach,
-// until every node is ready (or timeout); it reports whether all were.
-func watchLab(ctx context.Context, w io.Writer, st *lab.State, timeout time.Duration, detach bool) bool {
+// until every node is ready, one failed, or timeout; it reports whether
+// all were ready, and the nodes that failed (their console's reason).
+func watchLab(ctx context.Context, w io.Writer, st *lab.State, timeout time.Duration, detach bool) (ready bool, failed []string) {
 	tty := false
 	if f, ok := w.(*os.File); ok {
 		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
@@ -102,18 +106,19 @@ func watchLab(ctx context.Context, w io.Writer, st *lab.State, timeout time.Dura
 	}
 	deadline := time.Now().Add(timeout)
 	var last []string
-	ready := false
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	seen := map[string]time.Duration{}
 	for {
-		ps, err := lab.Status(ctx, st, seen)
+		ps, err := lab.Status(ctx, st, true)
 		if err == nil {
 			lines := make([]string, len(ps))
-			ready = true
+			ready, failed = true, nil
 			for i, p := range ps {
 				lines[i] = p.Line()
-				ready = ready && p.Done()
+				ready = ready && p.Done() && p.Failed == ""
+				if p.Failed != "" && !p.IsReady {
+					failed = append(failed, fmt.Sprintf("node %s (%s) failed: %s", p.Node.MAC, p.Node.Firmware, p.Failed))
+				}
 			}
 			switch {
 			case tty && last != nil:
@@ -132,15 +137,15 @@ func watchLab(ctx context.Context, w io.Writer, st *lab.State, timeout time.Dura
 			}
 			last = lines
 		}
-		if detach && (ready || time.Now().After(deadline)) {
+		if detach && (ready || len(failed) > 0 || time.Now().After(deadline)) {
 			if ready {
 				fmt.Fprintln(w, "all nodes ready")
 			}
-			return ready
+			return ready, failed
 		}
 		select {
 		case <-ctx.Done():
-			return ready
+			return ready, failed
 		case <-tick.C:
 		}
 	}
@@ -157,7 +162,7 @@ func newLabStatusCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("no lab in %s: %w", dir, err)
 			}
-			ps, err := lab.Status(cmd.Context(), st, nil)
+			ps, err := lab.Status(cmd.Context(), st, false)
 			if err != nil {
 				return err
 			}

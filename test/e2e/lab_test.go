@@ -3,11 +3,15 @@ package e2e
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/bootfleet/bootfleet/lab"
 )
@@ -141,4 +145,79 @@ func TestLabBootsRealFirmware(t *testing.T) {
 func lastN(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// TestLabDownAfterCrash: lab up dies by SIGKILL while its VM boots (no
+// chance to clean up); its server and VM live on, orphaned, and lab down
+// removes them, the namespace with its bridge and tap, and the state file.
+func TestLabDownAfterCrash(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots a VM")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("the lab needs root (namespaces, taps); CI runs as root")
+	}
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		t.Fatal("qemu-system-x86_64 is missing: `make test` installs qemu-system-x86, ipxe-qemu and ovmf")
+	}
+	bin, image := labTools(t)
+	dir := filepath.Join(t.TempDir(), "lab")
+	t.Cleanup(func() { exec.Command(bin, "lab", "down", "--dir", dir).Run() })
+	var stdout, stderr syncBuffer
+	cmd := exec.Command(bin, "lab", "up", "--dir", dir, "--image", image, "--nodes", "1", "--firmware", "bios")
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	// Kill it once the server has seen the VM (DHCP has a time).
+	dhcp := regexp.MustCompile(`DHCP [0-9.]+s`)
+	deadline := time.Now().Add(3 * time.Minute)
+	for !dhcp.MatchString(stdout.String()) {
+		select {
+		case err := <-done:
+			t.Fatalf("lab up exited early: %v\n%s%s", err, stdout.String(), stderr.String())
+		case <-time.After(200 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("the VM did not reach DHCP in 3 minutes:\n%s%s", stdout.String(), stderr.String())
+		}
+	}
+	st, err := lab.ReadState(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	alive := func(pid int) bool {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		return err == nil && strings.Contains(string(b), dir+"/")
+	}
+	pids := []int{st.ServerPID, st.Nodes[0].PID}
+	for _, pid := range pids {
+		if !alive(pid) {
+			t.Fatalf("pid %d died with lab up; the test wants it orphaned (state %+v)", pid, st)
+		}
+	}
+	if out, errOut, code := runBin(t, bin, "lab", "down", "--dir", dir); code != 0 {
+		t.Fatalf("lab down: exit %d\n%s%s", code, out, errOut)
+	}
+	for _, pid := range pids {
+		if alive(pid) {
+			t.Errorf("pid %d still runs after lab down", pid)
+		}
+	}
+	if out, _ := exec.Command("pgrep", "-f", dir+"/").Output(); len(out) > 0 {
+		t.Errorf("processes of the lab still running after lab down: %s", out)
+	}
+	if _, err := os.Stat("/run/netns/" + st.Netns); err == nil {
+		t.Errorf("namespace %s (bridge, tap) still there after lab down", st.Netns)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "lab.json")); !os.IsNotExist(err) {
+		t.Errorf("state file still there after lab down: %v", err)
+	}
 }
