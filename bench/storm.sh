@@ -13,6 +13,7 @@ NODES=${1:-1000}
 KERNEL_MB=${KERNEL_MB:-10}
 INITRD_MB=${INITRD_MB:-40}
 ARRIVAL=${ARRIVAL:-all}
+PXE_SHARE=${PXE_SHARE:-0.5}
 LIMIT=${LIMIT:-600}
 # Two benchmarks never overlap on this shared machine.
 if [ -z "${BOOTFLEET_BENCH_LOCKED:-}" ]; then
@@ -54,7 +55,7 @@ for _ in $(seq 100); do ip netns exec "$S" curl -sf http://10.79.0.1:8080/health
 ip netns exec "$S" curl -sf http://10.79.0.1:8080/healthz >/dev/null || { echo "bootfleet did not start" >&2; cat "$OUT/server.log" >&2; exit 1; }
 
 storm=(./bin/bootfleet bench storm --server http://10.79.0.1:8080 --interface "$CIF" --nodes "$NODES" --arrival "$ARRIVAL"
-  --pxe-share 0.5 --heartbeats 3 --heartbeat-interval 1s --rate-streams 32 --rate-duration 5s --server-pid "$pid" --json "$OUT/storm.json")
+  --pxe-share "$PXE_SHARE" --heartbeats 3 --heartbeat-interval 1s --rate-streams 32 --rate-duration 5s --server-pid "$pid" --json "$OUT/storm.json")
 status=0
 if [ -n "${PROFILE:-}" ]; then  # a CPU profile of the server, 20 s from 10 s into the storm
   (sleep $((10 + 5 + 1)); ip netns exec "$S" curl -sf -o "$OUT/cpu.pprof" -H "Authorization: Bearer $(cat "$OUT/data/admin.token")" \
@@ -73,7 +74,7 @@ if command -v python3 >/dev/null; then
   ready=$(python3 -c 'import json,sys; print(sum(1 for n in json.load(open(sys.argv[1])) if n["mac"].startswith("02:bf:00:") and n["state"]=="ready"))' "$OUT/nodes.json" 2>/dev/null || echo "$ready")
 fi
 
-echo "### Boot storm: $NODES machines ($ARRIVAL), kernel ${KERNEL_MB} MiB + initrd ${INITRD_MB} MiB"
+echo "### Boot storm: $NODES machines ($ARRIVAL, PXE share $PXE_SHARE), kernel ${KERNEL_MB} MiB + initrd ${INITRD_MB} MiB"
 echo
 if [ "$status" -ne 0 ]; then
   echo "**The storm did not complete cleanly (exit $status$( [ "$status" = 124 ] && echo ", killed after ${LIMIT}s")).** Last log lines:"
