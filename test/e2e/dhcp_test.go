@@ -25,33 +25,15 @@ func TestDHCPBootPath(t *testing.T) {
 	dataDir := t.TempDir()
 	serverURL := "http://10.77.8.1:8080"
 	mac := macOf(t, p.Client, p.ClientIf)
-	srv := netnstest.Command(p.Server, bootfleet(t), "serve", "--profiles", exampleDir(), "--data-dir", dataDir,
+	startServeIn(t, p.Server, serverURL+"/healthz", "--profiles", exampleDir(), "--data-dir", dataDir,
 		"--http", "10.77.8.1:8080", "--tftp=false", "--dhcp", "full", "--interface", p.ServerIf,
 		"--dhcp-pool-start", "10.77.8.100", "--dhcp-pool-end", "10.77.8.150", "--dhcp-router", "10.77.8.1", "--dhcp-dns", "10.77.8.1",
 		"--dhcp-reservation", strings.ToUpper(strings.ReplaceAll(mac, ":", "-"))+"=10.77.8.42",
 		"--etcd-listen-client", "http://127.0.0.1:2379", "--etcd-listen-peer", "http://127.0.0.1:2380")
-	var log syncBuffer
-	srv.Stdout, srv.Stderr = &log, &log
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { srv.Wait(); close(done) }()
-	t.Cleanup(func() {
-		srv.Process.Kill()
-		<-done
-		if t.Failed() {
-			t.Logf("server log:\n%s", log.String())
-		}
-	})
 	inServer := func(name string, args ...string) (string, error) {
 		out, err := netnstest.Command(p.Server, name, args...).CombinedOutput()
 		return string(out), err
 	}
-	waitFor(t, "serve in the namespace", func() bool {
-		_, err := inServer("curl", "-sf", "--max-time", "2", serverURL+"/healthz")
-		return err == nil
-	})
 
 	// The machine: iPXE asking for an address (iPXE's raw user class).
 	env := netnstest.Udhcpc(t, p.Client, p.ClientIf, "-V", "PXEClient:Arch:00000:UNDI:002001", "-x", "0x4d:69505845", "-x", "0x5d:0000")

@@ -3,7 +3,6 @@ package e2e
 import (
 	"encoding/json"
 	"net"
-	"os/exec"
 	"strings"
 	"testing"
 
@@ -20,31 +19,13 @@ func TestKill9DuringDHCPBurst(t *testing.T) {
 	p := netnstest.New(t, "10.77.11.1/24")
 	dataDir := t.TempDir()
 	serverURL := "http://10.77.11.1:8080"
-	start := func() (*exec.Cmd, chan struct{}, *syncBuffer) {
-		srv := netnstest.Command(p.Server, bootfleet(t), "serve", "--profiles", exampleDir(), "--data-dir", dataDir,
+	start := func() *nsServer {
+		return startServeIn(t, p.Server, serverURL+"/healthz", "--profiles", exampleDir(), "--data-dir", dataDir,
 			"--http", "10.77.11.1:8080", "--tftp=false", "--dhcp", "full", "--interface", p.ServerIf,
 			"--dhcp-pool-start", "10.77.11.10", "--dhcp-pool-end", "10.77.11.250", "--router-advertisements=false",
 			"--etcd-listen-client", "http://127.0.0.1:2379", "--etcd-listen-peer", "http://127.0.0.1:2380", "--log-level", "warn")
-		log := &syncBuffer{}
-		srv.Stdout, srv.Stderr = log, log
-		if err := srv.Start(); err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan struct{})
-		go func() { srv.Wait(); close(done) }()
-		t.Cleanup(func() {
-			srv.Process.Kill()
-			<-done
-			if t.Failed() {
-				t.Logf("server log:\n%s", log.String())
-			}
-		})
-		waitFor(t, "serve in the namespace", func() bool {
-			return netnstest.Command(p.Server, "curl", "-sf", "--max-time", "2", serverURL+"/healthz").Run() == nil
-		})
-		return srv, done, log
 	}
-	srv, done, _ := start()
+	srv := start()
 
 	const n = 150
 	macs := make([]net.HardwareAddr, n)
@@ -55,8 +36,8 @@ func TestKill9DuringDHCPBurst(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv.Process.Kill() // at once: events of the last ACKs may still be queued
-	<-done
+	srv.cmd.Process.Kill() // at once: events of the last ACKs may still be queued
+	<-srv.done
 
 	start()
 	cli := func(args ...string) string {

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/bootfleet/bootfleet/internal/netnstest"
 )
 
 var (
@@ -244,4 +246,35 @@ func execIn(t *testing.T, dir string, env []string, args ...string) *exec.Cmd {
 		}
 	})
 	return cmd
+}
+
+// nsServer is `bootfleet serve` running in a test's network namespace.
+type nsServer struct {
+	cmd  *exec.Cmd
+	done chan struct{} // closed when the process has exited
+	log  *syncBuffer
+}
+
+// startServeIn starts `bootfleet serve args...` in namespace ns and waits
+// until healthURL answers from inside it. The process is killed at the end
+// of the test, and its log (the last 4,000 bytes) shown if the test failed.
+func startServeIn(t *testing.T, ns, healthURL string, args ...string) *nsServer {
+	t.Helper()
+	s := &nsServer{cmd: netnstest.Command(ns, bootfleet(t), append([]string{"serve"}, args...)...), done: make(chan struct{}), log: &syncBuffer{}}
+	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { s.cmd.Wait(); close(s.done) }()
+	t.Cleanup(func() {
+		s.cmd.Process.Kill()
+		<-s.done
+		if t.Failed() {
+			t.Logf("server log:\n%s", lastN(s.log.String(), 4000))
+		}
+	})
+	waitFor(t, "serve in the namespace", func() bool {
+		return netnstest.Command(ns, "curl", "-sf", "--max-time", "2", healthURL).Run() == nil
+	})
+	return s
 }

@@ -44,30 +44,13 @@ func TestBootStorm(t *testing.T) {
 	}
 	dataDir := t.TempDir()
 	serverURL := "http://10.77.12.1:8080"
-	srv := netnstest.Command(p.Server, bootfleet(t), "serve", "--profiles", profilesDir, "--data-dir", dataDir,
+	srv := startServeIn(t, p.Server, serverURL+"/healthz", "--profiles", profilesDir, "--data-dir", dataDir,
 		"--http", "10.77.12.1:8080", "--tftp-listen", "10.77.12.1:69", "--agent-dir", agentBinaries(t),
 		"--dhcp", "full", "--interface", p.ServerIf, "--dhcp-pool-start", "10.77.13.0", "--dhcp-pool-end", "10.77.13.200",
 		"--dhcp-router", "10.77.12.1", "--router-advertisements=false", "--log-level", "warn",
 		// Long enough that the machines are still ready (not lost) when checked.
 		"--node-ttl", "2m",
-		"--etcd-listen-client", "http://127.0.0.1:2379", "--etcd-listen-peer", "http://127.0.0.1:2380")
-	var log syncBuffer
-	srv.Stdout, srv.Stderr = &log, &log
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { srv.Wait(); close(done) }()
-	t.Cleanup(func() {
-		srv.Process.Kill()
-		<-done
-		if t.Failed() {
-			t.Logf("server log:\n%s", lastN(log.String(), 4000))
-		}
-	})
-	waitFor(t, "serve in the namespace", func() bool {
-		return netnstest.Command(p.Server, "curl", "-sf", "--max-time", "2", serverURL+"/healthz").Run() == nil
-	})
+		"--etcd-listen-client", "http://127.0.0.1:2379", "--etcd-listen-peer", "http://127.0.0.1:2380").cmd
 
 	report := filepath.Join(t.TempDir(), "storm.json")
 	cmd := netnstest.Command(p.Client, bootfleet(t), "bench", "storm", "--server", serverURL, "--interface", p.ClientIf,
