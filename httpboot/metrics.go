@@ -2,12 +2,13 @@ package httpboot
 
 import (
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/bootfleet/bootfleet/internal/httpstatus"
 )
 
 type metrics struct {
@@ -45,42 +46,6 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	return m, nil
 }
 
-type statusRecorder struct {
-	http.ResponseWriter
-	status int
-}
-
-func (r *statusRecorder) WriteHeader(code int) {
-	if r.status == 0 {
-		r.status = code
-	}
-	r.ResponseWriter.WriteHeader(code)
-}
-
-func (r *statusRecorder) Write(b []byte) (int, error) {
-	if r.status == 0 {
-		r.status = http.StatusOK
-	}
-	return r.ResponseWriter.Write(b)
-}
-
-// ReadFrom hands a body copy to the connection's own ReadFrom, so that
-// assets served from files go out with sendfile(2) instead of a read and a
-// write per 32 KiB in user space (which cost the server most of its CPU in
-// a boot storm).
-func (r *statusRecorder) ReadFrom(src io.Reader) (int64, error) {
-	if r.status == 0 {
-		r.status = http.StatusOK
-	}
-	if rf, ok := r.ResponseWriter.(io.ReaderFrom); ok {
-		return rf.ReadFrom(src)
-	}
-	return io.Copy(writerOnly{r.ResponseWriter}, src)
-}
-
-// writerOnly hides every method but Write (no ReadFrom loop back).
-type writerOnly struct{ io.Writer }
-
 // instrument counts and times requests, and refuses methods other than GET
 // and HEAD: the boot side is read-only.
 func (s *Server) instrument(endpoint string, h http.Handler) http.Handler {
@@ -89,20 +54,17 @@ func (s *Server) instrument(endpoint string, h http.Handler) http.Handler {
 	duration := s.metrics.duration.WithLabelValues(endpoint)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		rec := &statusRecorder{ResponseWriter: w}
+		rec := httpstatus.Wrap(w)
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")
 			http.Error(rec, "method not allowed: the boot side is read-only (GET, HEAD)", http.StatusMethodNotAllowed)
 		} else {
 			h.ServeHTTP(rec, r)
 		}
-		if rec.status == 0 {
-			rec.status = http.StatusOK
-		}
-		if rec.status == http.StatusOK {
+		if status := rec.Status(); status == http.StatusOK {
 			ok.Inc()
 		} else {
-			s.metrics.requests.WithLabelValues(endpoint, strconv.Itoa(rec.status)).Inc()
+			s.metrics.requests.WithLabelValues(endpoint, strconv.Itoa(status)).Inc()
 		}
 		duration.Observe(time.Since(start).Seconds())
 	})
