@@ -119,7 +119,7 @@ type Request struct {
 var ErrBadRequest = errors.New("bad load job")
 
 // maxFiles bounds what a job carries to its workers.
-const maxFiles = 8 << 20
+const maxFiles = 900 << 10
 
 var safeFile = regexp.MustCompile(`^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$`)
 

@@ -553,3 +553,6 @@ func ParseWorker(s string) (int, error) {
 	}
 	return n, nil
 }
+
+// HasPublicURL says whether the server was given the URL workers use.
+func (m *Manager) HasPublicURL() bool { return m.cfg.PublicURL != "" }
