@@ -18,6 +18,7 @@ func newLoadCmd() *cobra.Command {
 	}
 	cmd.AddCommand(newLoadRunCmd())
 	cmd.AddCommand(loadDistCmds()...)
+	cmd.AddCommand(newLoadCompareCmd())
 	return cmd
 }
 
