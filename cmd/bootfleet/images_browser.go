@@ -68,4 +68,3 @@ the server hands it to agents on air-gapped nodes; "docker load" and
 	cmd.Flags().StringVar(&cfg.Tag, "tag", images.BrowserImage, "image tag")
 	return cmd
 }
-
