@@ -15,9 +15,14 @@ type WorkerReport struct {
 	Failures     int64   `json:"failures"`
 	LostSessions int64   `json:"lost_sessions"`
 	Reason       string  `json:"reason,omitempty"`
-	CPUPercent   float64 `json:"cpu_percent"`
-	MemoryBytes  int64   `json:"memory_bytes"`
-	Hot          bool    `json:"hot,omitempty"` // the generator ran near its CPU limit
+	// CPUPeakPercent and MemoryPeakBytes: the most the generator (worker
+	// and its browsers) used in one second, CPU in % of one core.
+	CPUPeakPercent  float64 `json:"cpu_peak_percent"`
+	MemoryPeakBytes int64   `json:"memory_peak_bytes"`
+	// HotSeconds the generator ran near its CPU limit; Hot when that was
+	// long enough that its figures may show its own saturation.
+	HotSeconds int  `json:"hot_seconds,omitempty"`
+	Hot        bool `json:"hot,omitempty"`
 }
 
 // LostSessions is how many sessions ended early (their browser died).

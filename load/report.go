@@ -231,8 +231,8 @@ up to {{.R.Sessions}} sessions ({{.R.LostSessions}} lost) · {{.R.Iterations}} i
 {{if .Failures}}<h2>Failures</h2><table><tr><th>step</th><th>reason</th><th>count</th></tr>
 {{range .Failures}}<tr><td>{{.Step}}</td><td style="text-align:left">{{.Reason}}</td><td>{{.Count}}</td></tr>{{end}}</table>{{end}}
 {{if .R.Workers}}<h2>Workers</h2>
-<table><tr><th>worker</th><th>node</th><th>state</th><th>sessions</th><th>steps</th><th>failures</th><th>lost sessions</th><th>CPU %</th><th>memory MiB</th><th>note</th></tr>
-{{range .R.Workers}}<tr><td>{{.Worker}}</td><td>{{.Node}}</td><td{{if eq .State "lost"}} class="bad"{{end}}>{{.State}}</td><td>{{.FirstSession}}–{{.LastSession}}</td><td>{{.Steps}}</td><td>{{.Failures}}</td><td{{if .LostSessions}} class="bad"{{end}}>{{.LostSessions}}</td><td>{{printf "%.0f" .CPUPercent}}</td><td>{{mib .MemoryBytes}}</td><td style="text-align:left">{{if .Hot}}generator ran hot: its figures may show its own saturation. {{end}}{{.Reason}}</td></tr>
+<table><tr><th>worker</th><th>node</th><th>state</th><th>sessions</th><th>steps</th><th>failures</th><th>lost sessions</th><th>peak CPU %</th><th>peak memory MiB</th><th>note</th></tr>
+{{range .R.Workers}}<tr><td>{{.Worker}}</td><td>{{.Node}}</td><td{{if eq .State "lost"}} class="bad"{{end}}>{{.State}}</td><td>{{.FirstSession}}–{{.LastSession}}</td><td>{{.Steps}}</td><td>{{.Failures}}</td><td{{if .LostSessions}} class="bad"{{end}}>{{.LostSessions}}</td><td>{{printf "%.0f" .CPUPeakPercent}}</td><td>{{mib .MemoryPeakBytes}}</td><td style="text-align:left">{{if .Hot}}generator ran hot for {{.HotSeconds}} s: its figures may show its own saturation. {{end}}{{.Reason}}</td></tr>
 {{end}}</table>{{end}}
 <h2>HTTP responses</h2>
 <table><tr><th>status</th><th>responses</th></tr>

@@ -246,17 +246,31 @@ type Worker struct {
 	Reason  string    `json:"reason,omitempty"` // why lost, or the worker's error
 	// CPUPercent and MemoryBytes: the generator's own use (worker and its
 	// browsers); Cores is how many the generator's machine has.
-	CPUPercent  float64         `json:"cpu_percent"`
-	MemoryBytes int64           `json:"memory_bytes"`
-	Cores       int             `json:"cores,omitempty"`
-	Aggregate   json.RawMessage `json:"aggregate,omitempty"`
+	CPUPercent  float64 `json:"cpu_percent"`
+	MemoryBytes int64   `json:"memory_bytes"`
+	Cores       int     `json:"cores,omitempty"`
+	// Peaks over the run, and the seconds the generator ran hot (at 85%
+	// or more of its cores).
+	CPUPeakPercent  float64         `json:"cpu_peak_percent"`
+	MemoryPeakBytes int64           `json:"memory_peak_bytes"`
+	HotSeconds      int             `json:"hot_seconds"`
+	Aggregate       json.RawMessage `json:"aggregate,omitempty"`
 }
 
-// Hot says whether the generator runs near its CPU limit, so its figures
-// may show the generator's saturation rather than the app's.
+// hotCPU says whether a CPU figure is near the generator's limit.
+func hotCPU(cpu float64, cores int) bool { return cpu >= 85*float64(max(cores, 1)) }
+
+// Hot says whether the generator runs near its CPU limit now, so its
+// figures may show the generator's saturation rather than the app's.
 func (w Worker) Hot() bool {
-	cores := max(w.Cores, 1)
-	return w.State == WorkerRunning && w.CPUPercent >= 85*float64(cores)
+	return w.State == WorkerRunning && hotCPU(w.CPUPercent, w.Cores)
+}
+
+// RanHot says whether the generator ran hot long enough to matter to its
+// figures: 5 seconds, or a tenth of its run.
+func (w Worker) RanHot() bool {
+	run := w.Updated.Sub(w.Claimed).Seconds()
+	return w.HotSeconds >= 5 || (w.HotSeconds > 0 && float64(w.HotSeconds) >= run/10)
 }
 
 // Update is the body a worker streams every second.

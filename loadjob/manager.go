@@ -314,7 +314,15 @@ func (m *Manager) Update(ctx context.Context, id string, n int, token string, up
 		if len(up.Aggregate) > 0 {
 			w.Aggregate = up.Aggregate
 		}
-		w.CPUPercent, w.MemoryBytes, w.Cores = up.CPUPercent, up.MemoryBytes, up.Cores
+		if !up.Done {
+			// The last word comes once the browsers are gone: keep the
+			// figures of the run.
+			w.CPUPercent, w.MemoryBytes, w.Cores = up.CPUPercent, up.MemoryBytes, up.Cores
+			w.CPUPeakPercent, w.MemoryPeakBytes = max(w.CPUPeakPercent, up.CPUPercent), max(w.MemoryPeakBytes, up.MemoryBytes)
+			if hotCPU(up.CPUPercent, up.Cores) {
+				w.HotSeconds++
+			}
+		}
 		if up.Node != "" {
 			w.Node = up.Node
 		}

@@ -14,7 +14,9 @@ import (
 // aligned by wall-clock second. A lost worker's sessions end at its last
 // aggregate; its whole share counts as lost sessions (what it ran before it
 // was lost stays in the figures).
-func merge(j Job, ws []Worker) (*load.Aggregate, []load.WorkerReport, error) {
+// lives are each worker's own live figures at the given time (before its
+// sessions are ended), so callers decode each aggregate once.
+func merge(j Job, ws []Worker, at time.Time) (merged *load.Aggregate, reports []load.WorkerReport, lives []load.Live, err error) {
 	aggs := make([]*load.Aggregate, len(ws))
 	var start time.Time
 	for i, w := range ws {
@@ -23,7 +25,7 @@ func merge(j Job, ws []Worker) (*load.Aggregate, []load.WorkerReport, error) {
 		}
 		a := &load.Aggregate{}
 		if err := json.Unmarshal(w.Aggregate, a); err != nil {
-			return nil, nil, fmt.Errorf("loadjob: job %s worker %d: %w", j.ID, w.Worker, err)
+			return nil, nil, nil, fmt.Errorf("loadjob: job %s worker %d: %w", j.ID, w.Worker, err)
 		}
 		aggs[i] = a
 		if s := a.Started(); start.IsZero() || s.Before(start) {
@@ -33,15 +35,16 @@ func merge(j Job, ws []Worker) (*load.Aggregate, []load.WorkerReport, error) {
 	if start.IsZero() {
 		start = j.Created
 	}
-	merged := load.NewAggregate(start, j.Steps)
-	reports := make([]load.WorkerReport, len(ws))
+	merged = load.NewAggregate(start, j.Steps)
+	reports = make([]load.WorkerReport, len(ws))
+	lives = make([]load.Live, len(ws))
 	for i, w := range ws {
 		wr := load.WorkerReport{Worker: w.Worker, Node: w.Node, State: w.State, FirstSession: w.Offset + 1, LastSession: w.Offset + w.Sessions,
-			Reason: w.Reason, CPUPercent: math.Round(w.CPUPercent*10) / 10, MemoryBytes: w.MemoryBytes, Hot: w.Hot()}
+			Reason: w.Reason, CPUPeakPercent: math.Round(w.CPUPeakPercent*10) / 10, MemoryPeakBytes: w.MemoryPeakBytes, HotSeconds: w.HotSeconds, Hot: w.RanHot()}
 		a := aggs[i]
 		if a != nil {
-			l := a.Live(w.Updated)
-			wr.Steps, wr.Failures = l.Steps, l.Failures
+			lives[i] = a.Live(at)
+			wr.Steps, wr.Failures = lives[i].Steps, lives[i].Failures
 			wr.LostSessions = a.LostSessions()
 		}
 		if w.State == WorkerLost {
@@ -60,13 +63,13 @@ func merge(j Job, ws []Worker) (*load.Aggregate, []load.WorkerReport, error) {
 		}
 		reports[i] = wr
 	}
-	return merged, reports, nil
+	return merged, reports, lives, nil
 }
 
 // MergedReport is the job's report from its workers' aggregates: the same
 // contract as a local run's, with the workers listed.
 func MergedReport(j Job, ws []Worker, now time.Time) (load.Report, error) {
-	merged, reports, err := merge(j, ws)
+	merged, reports, _, err := merge(j, ws, now)
 	if err != nil {
 		return load.Report{}, err
 	}
@@ -135,30 +138,27 @@ type Status struct {
 // steps per second are those of the last full second every worker has
 // reported (a second behind now).
 func JobStatus(j Job, ws []Worker, now time.Time) (Status, error) {
-	merged, reports, err := merge(j, ws)
+	at := now.Add(-time.Second)
+	merged, _, lives, err := merge(j, ws, at)
 	if err != nil {
 		return Status{}, err
 	}
-	at := now.Add(-time.Second)
 	l := merged.Live(at)
 	st := Status{Job: j.Public(), ElapsedS: math.Round(now.Sub(j.Created).Seconds()*10) / 10, Sessions: l.Sessions, Steps: l.Steps,
 		Failures: l.Failures, StepsPerS: l.StepsPerS, P95Ms: float64(l.P95.Microseconds()) / 1000, WSReceived: l.WSReceived,
 		LostSessions: merged.LostSessions()}
 	for i, w := range ws {
-		ws := WorkerStatus{Worker: w.Worker, State: w.State, Node: w.Node, Share: w.Sessions, CPUPercent: reports[i].CPUPercent,
+		ws := WorkerStatus{Worker: w.Worker, State: w.State, Node: w.Node, Share: w.Sessions, CPUPercent: math.Round(w.CPUPercent*10) / 10,
 			MemoryBytes: w.MemoryBytes, Hot: w.Hot(), Reason: w.Reason}
 		if !w.Updated.IsZero() && w.State == WorkerRunning {
 			ws.SinceUpdateS = math.Round(now.Sub(w.Updated).Seconds()*10) / 10
 		}
 		if len(w.Aggregate) > 0 {
-			a := &load.Aggregate{}
-			if err := json.Unmarshal(w.Aggregate, a); err == nil {
-				wl := a.Live(at)
-				ws.Sessions, ws.Steps, ws.Failures, ws.StepsPerS = wl.Sessions, wl.Steps, wl.Failures, wl.StepsPerS
-				ws.P95Ms = float64(wl.P95.Microseconds()) / 1000
-				if w.State != WorkerRunning {
-					ws.Sessions = 0
-				}
+			wl := lives[i]
+			ws.Sessions, ws.Steps, ws.Failures, ws.StepsPerS = wl.Sessions, wl.Steps, wl.Failures, wl.StepsPerS
+			ws.P95Ms = float64(wl.P95.Microseconds()) / 1000
+			if w.State != WorkerRunning {
+				ws.Sessions = 0
 			}
 		}
 		st.Hot = st.Hot || ws.Hot

@@ -227,11 +227,11 @@ steps:
 	if steps["messages"].Count != app.wsOK.Load() || steps["messages"].Failures != 0 {
 		t.Errorf("messages: %+v; the app had %d websocket sessions\n%s", steps["messages"], app.wsOK.Load(), table)
 	}
-	if len(r.Workers) != 2 || r.Workers[0].Node == r.Workers[1].Node || r.LostSessions != 0 || r.Sessions != 4 {
+	if len(r.Workers) != 2 || r.Workers[0].Node == r.Workers[1].Node || r.LostSessions != 0 || r.Sessions < 2 || r.Sessions > 4 {
 		t.Errorf("workers %+v, lost %d, sessions %d", r.Workers, r.LostSessions, r.Sessions)
 	}
 	for _, w := range r.Workers {
-		if w.State != loadjob.WorkerDone || w.Steps == 0 || w.MemoryBytes == 0 {
+		if w.State != loadjob.WorkerDone || w.Steps == 0 || w.MemoryPeakBytes < 20<<20 || w.CPUPeakPercent <= 0 {
 			t.Errorf("worker %+v", w)
 		}
 	}
