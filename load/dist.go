@@ -9,12 +9,12 @@ type WorkerReport struct {
 	Node   string `json:"node,omitempty"`
 	State  string `json:"state"` // done, lost, or running/pending in a live report
 	// FirstSession and LastSession: the sessions of its share.
-	FirstSession int     `json:"first_session"`
-	LastSession  int     `json:"last_session"`
-	Steps        int64   `json:"steps"`
-	Failures     int64   `json:"failures"`
-	LostSessions int64   `json:"lost_sessions"`
-	Reason       string  `json:"reason,omitempty"`
+	FirstSession int    `json:"first_session"`
+	LastSession  int    `json:"last_session"`
+	Steps        int64  `json:"steps"`
+	Failures     int64  `json:"failures"`
+	LostSessions int64  `json:"lost_sessions"`
+	Reason       string `json:"reason,omitempty"`
 	// CPUPeakPercent and MemoryPeakBytes: the most the generator (worker
 	// and its browsers) used in one second, CPU in % of one core.
 	CPUPeakPercent  float64 `json:"cpu_peak_percent"`
