@@ -35,6 +35,11 @@ type WorkerConfig struct {
 	Log      *slog.Logger
 	// Progress, if set, gets the worker's live figures every second.
 	Progress func(load.Live)
+	// Park: once its share is done (or not its to run), wait until ctx
+	// ends instead of returning, so a container engine or agent that
+	// restarts exited containers does not start it over and over; the
+	// job's unit is destroyed when the job ends.
+	Park bool
 }
 
 // errConflict is a share the worker must not run (another worker's, or
@@ -46,8 +51,19 @@ func (e errConflict) Error() string { return e.msg }
 // RunWorker claims the worker's share of the job, runs it with the local
 // browser runner, and streams its aggregate to the server every second
 // until the share is done or the server says stop. A share that is not
-// this worker's to run (already claimed, job ended) returns nil at once.
+// this worker's to run (already claimed, job ended) is not run.
 func RunWorker(ctx context.Context, cfg WorkerConfig) error {
+	err := runWorker(ctx, cfg)
+	if cfg.Park && ctx.Err() == nil {
+		if cfg.Log != nil {
+			cfg.Log.Info("load worker: share ended; idle until the job's unit goes")
+		}
+		<-ctx.Done()
+	}
+	return err
+}
+
+func runWorker(ctx context.Context, cfg WorkerConfig) error {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}

@@ -347,6 +347,8 @@ was already claimed exits at once.`,
 			cfg.Worker = n
 			cfg.Token = os.Getenv("BOOTFLEET_JOB_TOKEN")
 			cfg.Node = os.Getenv("BOOTFLEET_NODE")
+			// Under an agent, an exited container is started again: stay.
+			cfg.Park = os.Getenv("BOOTFLEET_UNIT") != ""
 			cfg.Log = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelInfo}))
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, os.Interrupt)
 			defer stop()
