@@ -83,3 +83,26 @@ func TestLoadCompareGolden(t *testing.T) {
 		t.Fatalf("compare with a missing report: exit %d, %s", code, stderr.String())
 	}
 }
+
+// load start checks the scenario before it calls the server: a bad one
+// fails with its positions, and nothing is sent.
+func TestLoadStartInvalidScenario(t *testing.T) {
+	p := writeScenario(t, "name: s\ntarget: http://127.0.0.1:1\nsteps:\n  - klick: a\n")
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), []string{"load", "start", p, "--workers", "2", "--server", "http://127.0.0.1:1", "--token", "x"}, &stdout, &stderr)
+	if code != 1 || !bytes.Contains(stderr.Bytes(), []byte(p+":4:5: steps[0]: unknown key \"klick\"")) || bytes.Contains(stderr.Bytes(), []byte("cannot reach")) {
+		t.Fatalf("exit %d, stderr:\n%s", code, stderr.String())
+	}
+	// A data file outside the scenario's directory cannot travel with the job.
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "users.csv"), []byte("user\na\n"), 0o644)
+	sub := filepath.Join(dir, "s")
+	os.Mkdir(sub, 0o755)
+	sp := filepath.Join(sub, "s.yaml")
+	os.WriteFile(sp, []byte("name: s\ntarget: http://127.0.0.1:1\ndata: ../users.csv\nsteps:\n  - navigate: /\n"), 0o644)
+	stderr.Reset()
+	code = run(context.Background(), []string{"load", "start", sp, "--server", "http://127.0.0.1:1", "--token", "x"}, &stdout, &stderr)
+	if code == 0 || !bytes.Contains(stderr.Bytes(), []byte("must be below the scenario's directory")) {
+		t.Fatalf("data file outside: exit %d, stderr:\n%s", code, stderr.String())
+	}
+}

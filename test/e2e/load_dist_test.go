@@ -289,6 +289,9 @@ steps:
 		!strings.Contains(table2, fmt.Sprintf("worker %d lost (sessions %d–%d)", victim.Worker, lost.FirstSession, lost.LastSession)) {
 		t.Errorf("report of the job with a killed worker: lost %d, worker %+v\n%s", r2.LostSessions, lost, table2)
 	}
+	if html, _ := os.ReadFile(filepath.Join(out2, "report.html")); !strings.Contains(string(html), "<h2>Workers</h2>") || !strings.Contains(string(html), `class="bad">lost`) {
+		t.Errorf("report.html does not show the lost worker")
+	}
 	other := r2.Workers[1-victim.Worker]
 	if other.State != loadjob.WorkerDone || other.LostSessions != 0 || r2.Total.Count <= lost.Steps {
 		t.Errorf("the surviving worker: %+v (total %d)", other, r2.Total.Count)
