@@ -254,8 +254,14 @@ steps:
   - name: messages
     ws_messages: {count: 5, timeout: 20s}
 `), 0o644)
+	started2 := time.Now()
 	job2 := strings.TrimSpace(cli("load", "start", scenario, "--workers", "2"))
 	var victim loadjob.WorkerStatus
+	waitUntil(t, "both workers of the second job streaming", 2*time.Minute, func() bool {
+		st := status(job2)
+		return len(st.Workers) == 2 && st.Workers[0].State == loadjob.WorkerRunning && st.Workers[1].State == loadjob.WorkerRunning
+	})
+	t.Logf("FIGURE 2-worker job, image already on the nodes: load start to both workers streaming: %s", time.Since(started2).Round(100*time.Millisecond))
 	waitUntil(t, "both workers of the second job streaming steps", 2*time.Minute, func() bool {
 		st := status(job2)
 		ok := 0
