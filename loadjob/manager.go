@@ -405,14 +405,15 @@ func (m *Manager) Sweep(ctx context.Context, now time.Time) error {
 		if j.State != StateRunning && j.State != StateStopping {
 			continue
 		}
-		if err := m.sweepJob(ctx, j.ID, now); err != nil {
+		if err := m.sweepJob(ctx, j, now); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
 }
 
-func (m *Manager) sweepJob(ctx context.Context, id string, now time.Time) error {
+func (m *Manager) sweepJob(ctx context.Context, j Job, now time.Time) error {
+	id := j.ID
 	ws, err := m.workers(ctx, id)
 	if err != nil {
 		return err
@@ -425,6 +426,8 @@ func (m *Manager) sweepJob(ctx context.Context, id string, now time.Time) error 
 			why = fmt.Sprintf("no aggregate from %s for %s (worker or node died)", cmp.Or(w.Node, "its node"), now.Sub(w.Updated).Round(time.Second))
 		case w.State == WorkerPending && now.Sub(w.Updated) > m.cfg.StartTimeout:
 			why = fmt.Sprintf("never started within %s (no node for the unit, or the image failed)", m.cfg.StartTimeout)
+		case w.State == WorkerPending && j.State == StateStopping:
+			why = "the job was stopped before this worker started"
 		}
 		if why != "" {
 			w.State, w.Reason, w.LostAt = WorkerLost, why, now.UTC()

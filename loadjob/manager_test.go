@@ -289,22 +289,50 @@ func TestStopJob(t *testing.T) {
 	if _, err := m.Update(ctx, j.ID, 0, j.Token, Update{Instance: "a", Aggregate: workerAggregate(t, time.Now(), 4, 0, 0), Done: true}); err != nil {
 		t.Fatal(err)
 	}
-	// Worker 1 never started: lost once the start timeout passes.
-	if err := m.Sweep(ctx, time.Now().Add(DefaultStartTimeout+time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Sweep(ctx, time.Now().Add(DefaultStartTimeout+time.Second)); err != nil {
-		t.Fatal(err)
+	// Worker 1 never started: lost at once, as the job is stopping.
+	for range 2 {
+		if err := m.Sweep(ctx, time.Now()); err != nil {
+			t.Fatal(err)
+		}
 	}
 	j2, _ := m.Job(ctx, j.ID)
 	if j2.State != StateStopped {
 		t.Fatalf("job state %s, want stopped", j2.State)
 	}
 	r, err := m.Report(ctx, j.ID)
-	if err != nil || r.Total.Count != 4 || r.LostSessions != 1 || r.Workers[1].State != WorkerLost || !strings.Contains(r.Workers[1].Reason, "never started") {
+	if err != nil || r.Total.Count != 4 || r.LostSessions != 1 || r.Workers[1].State != WorkerLost || !strings.Contains(r.Workers[1].Reason, "stopped before this worker started") {
 		t.Fatalf("report %+v %v", r, err)
 	}
 	if _, ok := unitOf(t, f, j.Unit, false); ok {
 		t.Fatalf("unit %s still there after stop", j.Unit)
+	}
+}
+
+// A share nobody claims (no node for the unit) is lost after the start
+// timeout, and the job ends with every session lost.
+func TestWorkerNeverStarts(t *testing.T) {
+	m, _, _ := setup(t)
+	ctx := context.Background()
+	j, err := m.Start(ctx, Request{Scenario: scenario, Sessions: 2, Workers: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Sweep(ctx, time.Now().Add(DefaultStartTimeout-time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if ws, _ := m.Workers(ctx, j.ID); ws[0].State != WorkerPending {
+		t.Fatalf("worker lost before the start timeout: %+v", ws[0])
+	}
+	for range 2 {
+		if err := m.Sweep(ctx, time.Now().Add(DefaultStartTimeout+time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := m.Report(ctx, j.ID)
+	if err != nil || r.LostSessions != 2 || r.Total.Count != 0 || !strings.Contains(r.Workers[0].Reason, "never started") {
+		t.Fatalf("report %+v %v", r, err)
+	}
+	if got, _ := m.Job(ctx, j.ID); got.State != StateFinished {
+		t.Fatalf("job %s", got.State)
 	}
 }
