@@ -9,7 +9,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
 # Debian packages the tests drive as real peers.
-TEST_PACKAGES := curl ca-certificates atftp tftp-hpa isc-dhcp-client iproute2 ndisc6 dnsmasq-base podman runc netavark aardvark-dns iptables busybox-static qemu-system-x86 ipxe-qemu ovmf libvirt-clients libxml2-utils chromium chromium-headless-shell
+TEST_PACKAGES := curl ca-certificates atftp tftp-hpa isc-dhcp-client iproute2 ndisc6 dnsmasq-base podman runc netavark aardvark-dns iptables busybox-static qemu-system-x86 ipxe-qemu ovmf libvirt-clients libxml2-utils chromium chromium-headless-shell fonts-dejavu-core
 # Debian packages `make run` needs: the lab's VMs and their firmware.
 RUN_PACKAGES := curl ca-certificates iproute2 qemu-system-x86 ipxe-qemu ovmf
 

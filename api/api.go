@@ -20,6 +20,7 @@ import (
 
 	"github.com/bootfleet/bootfleet/dhcp"
 	"github.com/bootfleet/bootfleet/fleet"
+	"github.com/bootfleet/bootfleet/loadjob"
 	"github.com/bootfleet/bootfleet/profiles"
 	"github.com/bootfleet/bootfleet/registry"
 )
@@ -39,6 +40,8 @@ type Config struct {
 	Images func(ref string) (path string, ok bool)
 	// Metrics receives the API's metrics (nil: a registry of its own).
 	Metrics prometheus.Registerer
+	// Load serves distributed load jobs (nil: none).
+	Load *loadjob.Manager
 }
 
 // Server serves /api/v1.
@@ -51,6 +54,7 @@ type Server struct {
 	tokens  *fleet.Tokens
 	images  func(ref string) (string, bool)
 	metrics *metrics
+	load    *loadjob.Manager
 }
 
 // New returns the API server.
@@ -80,7 +84,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	return &Server{reg: cfg.Registry, token: cfg.AdminToken, log: log, leases: leases,
-		fleet: cfg.Fleet, tokens: cfg.Tokens, images: cfg.Images, metrics: m}, nil
+		fleet: cfg.Fleet, tokens: cfg.Tokens, images: cfg.Images, metrics: m, load: cfg.Load}, nil
 }
 
 // Handler returns the /api/v1 routes.
@@ -99,6 +103,7 @@ func (s *Server) Handler() http.Handler {
 		writeJSON(w, http.StatusOK, l)
 	}))
 	s.fleetRoutes(mux)
+	s.loadRoutes(mux)
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Errorf("no such API call: %s %s", r.Method, r.URL.Path))
 	})
@@ -124,9 +129,13 @@ func (s *Server) admin(h http.HandlerFunc) http.HandlerFunc {
 // statusOf maps registry errors to HTTP status codes, in one place.
 func statusOf(err error) int {
 	switch {
-	case errors.Is(err, registry.ErrNotFound), errors.Is(err, fleet.ErrNotFound):
+	case errors.Is(err, registry.ErrNotFound), errors.Is(err, fleet.ErrNotFound), errors.Is(err, loadjob.ErrNotFound):
 		return http.StatusNotFound
-	case errors.Is(err, errBadRequest):
+	case errors.Is(err, loadjob.ErrUnauthorized):
+		return http.StatusUnauthorized
+	case errors.Is(err, loadjob.ErrConflict):
+		return http.StatusConflict
+	case errors.Is(err, errBadRequest), errors.Is(err, loadjob.ErrBadRequest):
 		return http.StatusBadRequest
 	case errors.Is(err, context.DeadlineExceeded):
 		return http.StatusServiceUnavailable

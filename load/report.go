@@ -63,6 +63,8 @@ type Report struct {
 	WSPerS       float64                `json:"ws_received_per_s"`
 	WebVitals    map[string]VitalReport `json:"web_vitals"`
 	Timeline     []Bucket               `json:"timeline"`
+	// Workers of a distributed run (none for a local one).
+	Workers []WorkerReport `json:"workers,omitempty"`
 }
 
 func ms(us int64) float64 { return math.Round(float64(us)/10) / 100 }
@@ -207,7 +209,9 @@ func makeChart(title, unit string, values []float64) chart {
 	return c
 }
 
-var reportHTML = template.Must(template.New("report").Parse(`<!doctype html>
+var reportHTML = template.Must(template.New("report").Funcs(template.FuncMap{
+	"mib": func(b int64) string { return strconv.FormatInt(b>>20, 10) },
+}).Parse(`<!doctype html>
 <html><head><meta charset="utf-8"><title>bootfleet load report: {{.R.Scenario}}</title>
 <style>
 body{font-family:system-ui,sans-serif;margin:2em;color:#222}
@@ -226,6 +230,10 @@ up to {{.R.Sessions}} sessions ({{.R.LostSessions}} lost) · {{.R.Iterations}} i
 {{end}}</table>
 {{if .Failures}}<h2>Failures</h2><table><tr><th>step</th><th>reason</th><th>count</th></tr>
 {{range .Failures}}<tr><td>{{.Step}}</td><td style="text-align:left">{{.Reason}}</td><td>{{.Count}}</td></tr>{{end}}</table>{{end}}
+{{if .R.Workers}}<h2>Workers</h2>
+<table><tr><th>worker</th><th>node</th><th>state</th><th>sessions</th><th>steps</th><th>failures</th><th>lost sessions</th><th>peak CPU %</th><th>peak memory MiB</th><th>note</th></tr>
+{{range .R.Workers}}<tr><td>{{.Worker}}</td><td>{{.Node}}</td><td{{if eq .State "lost"}} class="bad"{{end}}>{{.State}}</td><td>{{.FirstSession}}–{{.LastSession}}</td><td>{{.Steps}}</td><td>{{.Failures}}</td><td{{if .LostSessions}} class="bad"{{end}}>{{.LostSessions}}</td><td>{{printf "%.0f" .CPUPeakPercent}}</td><td>{{mib .MemoryPeakBytes}}</td><td style="text-align:left">{{if .Hot}}generator ran hot for {{.HotSeconds}} s: its figures may show its own saturation. {{end}}{{.Reason}}</td></tr>
+{{end}}</table>{{end}}
 <h2>HTTP responses</h2>
 <table><tr><th>status</th><th>responses</th></tr>
 {{range $k, $v := .R.HTTPStatuses}}<tr><td>{{$k}}</td><td>{{$v}}</td></tr>{{end}}</table>

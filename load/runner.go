@@ -48,6 +48,9 @@ type Options struct {
 	// os.TempDir().
 	TempDir string
 	Log     *slog.Logger
+	// Started, if set, receives the run's aggregate as the run starts (a
+	// distributed worker streams it while the run goes on).
+	Started func(*Aggregate)
 }
 
 // FindBrowser returns the browser to use: the given path, else
@@ -208,6 +211,9 @@ func Run(ctx context.Context, sc *Scenario, opts Options, progress func(Live)) (
 	}
 	start := time.Now()
 	agg := NewAggregate(start, names)
+	if opts.Started != nil {
+		opts.Started(agg)
+	}
 
 	var deadline time.Time
 	if sc.Duration > 0 {

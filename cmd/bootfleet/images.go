@@ -16,7 +16,7 @@ func newImagesCmd() *cobra.Command {
 		Use:   "images",
 		Short: "Boot images: import kernels and initrds into a profiles directory, list them, build the lab's node image",
 	}
-	cmd.AddCommand(newImagesBuildLabCmd(), newImagesImportCmd(), newImagesListCmd())
+	cmd.AddCommand(newImagesBuildLabCmd(), newImagesImportCmd(), newImagesListCmd(), newImagesBuildBrowserCmd())
 	return cmd
 }
 

@@ -17,6 +17,8 @@ func newLoadCmd() *cobra.Command {
 		Short: "Real-browser load tests: scenarios in YAML driven through headless Chromium",
 	}
 	cmd.AddCommand(newLoadRunCmd())
+	cmd.AddCommand(loadDistCmds()...)
+	cmd.AddCommand(newLoadCompareCmd())
 	return cmd
 }
 
@@ -35,7 +37,7 @@ OUT/report.csv and OUT/report.html.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !local {
-				return errors.New("only --local runs are supported so far: the distributed mode (load start) is not built yet")
+				return errors.New("run takes --local; to run on the fleet's load nodes use: bootfleet load start SCENARIO --sessions N --workers W")
 			}
 			sc, err := load.LoadFile(args[0])
 			if err != nil {

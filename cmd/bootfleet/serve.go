@@ -37,6 +37,7 @@ import (
 	"github.com/bootfleet/bootfleet/ignition"
 	"github.com/bootfleet/bootfleet/images"
 	"github.com/bootfleet/bootfleet/ipxe"
+	"github.com/bootfleet/bootfleet/loadjob"
 	"github.com/bootfleet/bootfleet/profiles"
 	"github.com/bootfleet/bootfleet/registry"
 	"github.com/bootfleet/bootfleet/tftp"
@@ -330,6 +331,10 @@ func serve(ctx context.Context, cfg Config, profilesExplicit bool, stderr io.Wri
 		return err
 	}
 
+	loadJobs, err := loadjob.New(loadjob.Config{Client: etcdClient, Units: fl, PublicURL: cfg.HTTP.PublicURL, Log: log.With("component", "loadjob")})
+	if err != nil {
+		return err
+	}
 	var dhcpServer *dhcp.Server // set below when DHCP is on; read by the API after start
 	apiServer, err := api.New(api.Config{Registry: inventory, AdminToken: token, Log: log, Leases: func() []dhcp.Lease {
 		if dhcpServer == nil {
@@ -338,7 +343,7 @@ func serve(ctx context.Context, cfg Config, profilesExplicit bool, stderr io.Wri
 		return dhcpServer.Leases()
 	}, Fleet: fl, Tokens: tokens, Images: func(ref string) (string, bool) {
 		return images.FindContainerArchive(filepath.Join(cfg.DataDir, images.ContainerArchiveDir), ref)
-	}, Metrics: reg})
+	}, Metrics: reg, Load: loadJobs})
 	if err != nil {
 		return err
 	}
@@ -425,6 +430,7 @@ func serve(ctx context.Context, cfg Config, profilesExplicit bool, stderr io.Wri
 	g.Go(func() error { return recorder.Run(gctx) })
 	g.Go(func() error { return nodeCache.Run(gctx) })
 	g.Go(func() error { return fl.Run(gctx) })
+	g.Go(func() error { loadJobs.Run(gctx); return nil })
 	g.Go(func() error { probeEtcd(gctx, etcdClient, &etcdHealth, log); return nil })
 	if embedded != nil {
 		g.Go(func() error {

@@ -30,6 +30,9 @@ type Service struct {
 	Host string
 	// Podman runs the podman CLI on the same storage (for checks).
 	Podman func(args ...string) (string, error)
+	// Netns is the network namespace (under /run/netns) the service and
+	// its containers' networks live in.
+	Netns string
 }
 
 // conf is LAB.md's containers.conf for these machines: cgroupfs, runc,
@@ -129,7 +132,7 @@ func Start(t testing.TB) *Service {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return &Service{Host: "unix://" + sock, Podman: podman}
+	return &Service{Host: "unix://" + sock, Podman: podman, Netns: ns}
 }
 
 // killLeftovers kills every process still running from the service's
