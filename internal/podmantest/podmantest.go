@@ -116,8 +116,11 @@ func Start(t testing.TB) *Service {
 	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", sock)
-	}}, Timeout: 2 * time.Second}
-	deadline := time.Now().Add(30 * time.Second)
+	}}, Timeout: 10 * time.Second}
+	// Generous: on a loaded machine (CI runs packages in parallel) the
+	// service's first start, with its storage set-up, took over 30 s.
+	const startWait = 2 * time.Minute
+	deadline := time.Now().Add(startWait)
 	for {
 		resp, err := hc.Get("http://d/v1.41/version")
 		if err == nil {
@@ -128,7 +131,7 @@ func Start(t testing.TB) *Service {
 		}
 		if time.Now().After(deadline) {
 			b, _ := os.ReadFile(logf.Name())
-			t.Fatalf("podman service did not answer within 30s: %v\n%s", err, lastLines(string(b), 40))
+			t.Fatalf("podman service did not answer within %v: %v\n%s", startWait, err, lastLines(string(b), 40))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
