@@ -63,6 +63,8 @@ type Server struct {
 	claim chan struct{}
 	// noOffer limits the log of refused DISCOVERs to one a second.
 	noOffer logLimit
+	// noNeighbour limits the log of failed ARP entries to one a second.
+	noNeighbour logLimit
 
 	conn *net.UDPConn
 }
@@ -252,6 +254,15 @@ func (s *Server) serve(p packet) {
 	if reply == nil {
 		return
 	}
+	if dst.IP.Equal(reply.YourIPAddr) && unspecified(reply.ClientIPAddr) {
+		// Unicast to an address the client cannot answer ARP for yet.
+		if err := s.setNeighbour(dst.IP, reply.ClientHWAddr); err != nil {
+			if s.noNeighbour.Allow() {
+				s.log.Warn("dhcp: cannot set the client's ARP entry; broadcasting the reply", "error", err)
+			}
+			dst = &net.UDPAddr{IP: net.IPv4bcast, Port: s.cfg.ClientPort}
+		}
+	}
 	if _, err := s.conn.WriteToUDP(reply.ToBytes(), dst); err != nil {
 		s.log.Warn("dhcp send failed", "to", dst, "error", err)
 		s.m.dropped.WithLabelValues("send_error").Inc()
@@ -303,9 +314,10 @@ func (s *Server) destination(req, reply *dhcpv4.DHCPv4) *net.UDPAddr {
 		return &net.UDPAddr{IP: net.IPv4bcast, Port: s.cfg.ClientPort}
 	case !req.ClientIPAddr.IsUnspecified() && req.ClientIPAddr != nil:
 		return &net.UDPAddr{IP: req.ClientIPAddr, Port: s.cfg.ClientPort}
+	case unicastToYiaddr(req, reply):
+		// serve sets the ARP entry yiaddr → chaddr before it sends.
+		return &net.UDPAddr{IP: reply.YourIPAddr, Port: s.cfg.ClientPort}
 	default:
-		// A client without an address: broadcast (unicast to yiaddr would
-		// need an ARP entry the kernel does not have yet).
 		return &net.UDPAddr{IP: net.IPv4bcast, Port: s.cfg.ClientPort}
 	}
 }
@@ -482,6 +494,9 @@ func (s *Server) reply(req *dhcpv4.DHCPv4, c Client, mt dhcpv4.MessageType, ip n
 		if s.cfg.Domain != "" {
 			mods = append(mods, dhcpv4.WithOption(dhcpv4.OptDomainName(s.cfg.Domain)))
 		}
+	}
+	if mt == dhcpv4.MessageTypeAck {
+		mods = append(mods, dhcpv4.WithClientIP(req.ClientIPAddr)) // RFC 2131 table 3
 	}
 	reply, err := dhcpv4.NewReplyFromRequest(req, mods...)
 	if err != nil { // only for a request without a transaction: cannot happen after FromBytes
