@@ -228,8 +228,8 @@ func (s *Server) Run(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() { s.conn.Close() })
 	defer stop()
 	var err error
+	buf := make([]byte, 1501) // one more than Handle takes, so oversized packets show
 	for {
-		buf := make([]byte, 1500)
 		n, peer, rerr := s.conn.ReadFromUDP(buf)
 		if rerr != nil {
 			if ctx.Err() == nil {
@@ -237,8 +237,9 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 			break
 		}
+		// A copy of the packet's size, not a cleared 1500-byte buffer each time.
 		select {
-		case work <- packet{data: buf[:n], peer: peer, at: time.Now()}:
+		case work <- packet{data: append([]byte(nil), buf[:n]...), peer: peer, at: time.Now()}:
 		default:
 			s.m.dropped.WithLabelValues("overload").Inc()
 		}
