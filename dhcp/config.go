@@ -102,8 +102,8 @@ func (c *Config) Validate() error {
 			if _, err := net.ParseMAC(mac); err != nil {
 				bad("reservation %q: %v", mac, err)
 			}
-			if c.Subnet.IsValid() && !c.Subnet.Contains(ip) {
-				bad("reservation %s → %v is outside the subnet %v", mac, ip, c.Subnet)
+			if err := c.checkReservable(ip); err != nil {
+				bad("reservation %s → %v: %v", mac, ip, err)
 			}
 			if other, dup := seen[ip]; dup {
 				bad("reservations %s and %s both want %v", other, mac, ip)

@@ -28,6 +28,7 @@ func TestGoldenReplies(t *testing.T) {
 		{"uefi-arm64-pxe", []dhcpv4.Modifier{dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient:Arch:00011:UNDI:003000")), dhcpv4.WithOption(dhcpv4.OptClientArch(iana.EFI_ARM64))}},
 		{"uefi-http", []dhcpv4.Modifier{dhcpv4.WithOption(dhcpv4.OptClassIdentifier("HTTPClient:Arch:00016:UNDI:003001")), dhcpv4.WithOption(dhcpv4.OptClientArch(iana.EFI_X86_64_HTTP))}},
 		{"ipxe", []dhcpv4.Modifier{dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient:Arch:00000:UNDI:002001")), dhcpv4.WithUserClass("iPXE", false)}},
+		{"broadcast-flag", []dhcpv4.Modifier{dhcpv4.WithBroadcast(true)}},
 		{"relayed", []dhcpv4.Modifier{dhcpv4.WithGatewayIP([]byte{10, 77, 0, 254})}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

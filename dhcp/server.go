@@ -63,6 +63,8 @@ type Server struct {
 	claim chan struct{}
 	// noOffer limits the log of refused DISCOVERs to one a second.
 	noOffer logLimit
+	// noNeighbour limits the log of failed ARP entries to one a second.
+	noNeighbour logLimit
 
 	conn *net.UDPConn
 }
@@ -233,8 +235,8 @@ func (s *Server) Run(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() { s.conn.Close() })
 	defer stop()
 	var err error
+	buf := make([]byte, 1501) // one more than Handle takes, so oversized packets show
 	for {
-		buf := make([]byte, 1500)
 		n, peer, rerr := s.conn.ReadFromUDP(buf)
 		if rerr != nil {
 			if ctx.Err() == nil {
@@ -242,8 +244,9 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 			break
 		}
+		// A copy of the packet's size, not a cleared 1500-byte buffer each time.
 		select {
-		case work <- packet{data: buf[:n], peer: peer, at: time.Now()}:
+		case work <- packet{data: append([]byte(nil), buf[:n]...), peer: peer, at: time.Now()}:
 		default:
 			s.m.dropped.WithLabelValues("overload").Inc()
 		}
@@ -258,6 +261,15 @@ func (s *Server) serve(p packet) {
 	reply, dst := s.Handle(p.data, p.peer)
 	if reply == nil {
 		return
+	}
+	if dst.IP.Equal(reply.YourIPAddr) && unspecified(reply.ClientIPAddr) {
+		// Unicast to an address the client cannot answer ARP for yet.
+		if err := s.setNeighbour(dst.IP, reply.ClientHWAddr); err != nil {
+			if s.noNeighbour.Allow() {
+				s.log.Warn("dhcp: cannot set the client's ARP entry; broadcasting the reply", "error", err)
+			}
+			dst = &net.UDPAddr{IP: net.IPv4bcast, Port: s.cfg.ClientPort}
+		}
 	}
 	if _, err := s.conn.WriteToUDP(reply.ToBytes(), dst); err != nil {
 		s.log.Warn("dhcp send failed", "to", dst, "error", err)
@@ -310,9 +322,10 @@ func (s *Server) destination(req, reply *dhcpv4.DHCPv4) *net.UDPAddr {
 		return &net.UDPAddr{IP: net.IPv4bcast, Port: s.cfg.ClientPort}
 	case !req.ClientIPAddr.IsUnspecified() && req.ClientIPAddr != nil:
 		return &net.UDPAddr{IP: req.ClientIPAddr, Port: s.cfg.ClientPort}
+	case unicastToYiaddr(req, reply):
+		// serve sets the ARP entry yiaddr → chaddr before it sends.
+		return &net.UDPAddr{IP: reply.YourIPAddr, Port: s.cfg.ClientPort}
 	default:
-		// A client without an address: broadcast (unicast to yiaddr would
-		// need an ARP entry the kernel does not have yet).
 		return &net.UDPAddr{IP: net.IPv4bcast, Port: s.cfg.ClientPort}
 	}
 }
@@ -489,6 +502,9 @@ func (s *Server) reply(req *dhcpv4.DHCPv4, c Client, mt dhcpv4.MessageType, ip n
 		if s.cfg.Domain != "" {
 			mods = append(mods, dhcpv4.WithOption(dhcpv4.OptDomainName(s.cfg.Domain)))
 		}
+	}
+	if mt == dhcpv4.MessageTypeAck {
+		mods = append(mods, dhcpv4.WithClientIP(req.ClientIPAddr)) // RFC 2131 table 3
 	}
 	reply, err := dhcpv4.NewReplyFromRequest(req, mods...)
 	if err != nil { // only for a request without a transaction: cannot happen after FromBytes

@@ -2,6 +2,7 @@ package profiles
 
 import (
 	"fmt"
+	"net/netip"
 	"regexp"
 	"strconv"
 	"strings"
@@ -190,7 +191,8 @@ func (d *decoder) decodeGroup(data []byte) (g *Group, namePos, profilePos positi
 	before := len(d.c.errs)
 	g = &Group{Source: d.path, Selector: map[string][]string{}, Metadata: map[string]any{}}
 	var sawName, sawProfile bool
-	d.fields(values, "group", []string{"name", "profile", "priority", "selector", "metadata"}, func(k string, v, kn ast.Node) {
+	var dhcpKey ast.Node
+	d.fields(values, "group", []string{"name", "profile", "priority", "selector", "metadata", "dhcp"}, func(k string, v, kn ast.Node) {
 		switch k {
 		case "name":
 			g.Name, sawName = d.name(v, "name")
@@ -206,8 +208,13 @@ func (d *decoder) decodeGroup(data []byte) (g *Group, namePos, profilePos positi
 			if m, ok := d.anyMap(v, "metadata"); ok {
 				g.Metadata = m
 			}
+		case "dhcp":
+			g.DHCP, dhcpKey = d.decodeGroupDHCP(v, kn), kn
 		}
 	})
+	if g.DHCP != nil && len(g.Selector[KeyMAC]) != 1 {
+		d.errAt(dhcpKey, "dhcp: a reservation needs a selector with exactly one mac (this group's selector has %d)", len(g.Selector[KeyMAC]))
+	}
 	clean := len(d.c.errs) == before
 	if !sawName && clean {
 		d.c.add(d.path, 1, 1, "group has no name: add `name: <group name>`")
@@ -397,4 +404,31 @@ func templateErr(err error) (line, col int, msg string) {
 func templateErrMsg(err error) string {
 	_, _, msg := templateErr(err)
 	return msg
+}
+
+// decodeGroupDHCP decodes a group's `dhcp: {ip: 10.77.0.50}`.
+func (d *decoder) decodeGroupDHCP(n, key ast.Node) *GroupDHCP {
+	values, ok := MappingValues(n)
+	if !ok {
+		d.errAt(n, "dhcp: want a mapping such as {ip: 10.77.0.50}, got %s", NodeKind(n))
+		return nil
+	}
+	var out *GroupDHCP
+	d.fields(values, "dhcp", []string{"ip"}, func(k string, v, kn ast.Node) {
+		s, ok := d.str(v, "dhcp.ip")
+		if !ok {
+			return
+		}
+		ip, err := netip.ParseAddr(s)
+		if err != nil || !ip.Is4() || ip.IsUnspecified() || ip.IsMulticast() || ip == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+			d.errAt(v, "dhcp.ip %q: want a unicast IPv4 address", s)
+			return
+		}
+		line, col := NodePos(v)
+		out = &GroupDHCP{IP: ip, At: fmt.Sprintf("%s:%d:%d", d.path, line, col), pos: positioned{line, col}}
+	})
+	if out == nil && len(values) == 0 {
+		d.errAt(key, "dhcp: give ip, or remove the key")
+	}
+	return out
 }

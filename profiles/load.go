@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/netip"
 	"path"
 	"slices"
 	"strings"
@@ -127,6 +128,7 @@ func Load(fsys fs.FS, root string) (*Set, error) {
 	for _, ga := range groups {
 		s.Groups = append(s.Groups, ga.g)
 	}
+	checkReservations(s.Groups, c)
 	sortGroups(s.Groups)
 	s.index()
 	// Groups with the same selector and priority would be decided by name
@@ -202,4 +204,26 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+// checkReservations reports two groups that reserve one address, or one
+// MAC with two addresses (groups in file order, so the later one is blamed).
+func checkReservations(groups []*Group, c *errorCollector) {
+	byIP := map[netip.Addr]*Group{}
+	byMAC := map[string]*Group{}
+	for _, g := range groups {
+		if g.DHCP == nil {
+			continue
+		}
+		mac, at := g.Selector[KeyMAC][0], g.DHCP.pos
+		if o, dup := byIP[g.DHCP.IP]; dup && o.Selector[KeyMAC][0] != mac {
+			c.add(g.Source, at.line, at.col, "dhcp.ip %v is already reserved for %s by group %q (%s)", g.DHCP.IP, o.Selector[KeyMAC][0], o.Name, o.DHCP.At)
+			continue
+		}
+		if o, dup := byMAC[mac]; dup && o.DHCP.IP != g.DHCP.IP {
+			c.add(g.Source, at.line, at.col, "dhcp.ip: %s already has the reservation %v from group %q (%s)", mac, o.DHCP.IP, o.Name, o.DHCP.At)
+			continue
+		}
+		byIP[g.DHCP.IP], byMAC[mac] = g, g
+	}
 }

@@ -78,3 +78,21 @@ func parseCase(t *testing.T, raw string) (fstest.MapFS, string, string) {
 	flush()
 	return fsys, rest, head
 }
+
+// A group with one MAC may reserve a DHCP address; Set.Reservations lists it
+// with the MAC normalized and the value's position.
+func TestGroupReservations(t *testing.T) {
+	fsys := fstest.MapFS{
+		"profiles/p.yaml": {Data: []byte("name: p\n")},
+		"groups/a.yaml":   {Data: []byte("name: a\nprofile: p\nselector: {mac: \"52-54-00-AA-00-01\"}\ndhcp: {ip: 10.77.0.50}\nmetadata: {role: db}\n")},
+		"groups/b.yaml":   {Data: []byte("name: b\nprofile: p\n")},
+	}
+	s, err := Load(fsys, "d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := s.Reservations()
+	if len(got) != 1 || got[0].MAC != "52:54:00:aa:00:01" || got[0].IP.String() != "10.77.0.50" || got[0].Group != "a" || got[0].At != "d/groups/a.yaml:4:12" {
+		t.Fatalf("reservations: %+v", got)
+	}
+}

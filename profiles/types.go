@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"io/fs"
+	"net/netip"
+	"slices"
 	"strings"
 	"text/template"
 )
@@ -35,8 +37,42 @@ type Group struct {
 	// normalized to lowercase with colons, UUIDs to lowercase.
 	Selector map[string][]string
 	Metadata map[string]any
+	// DHCP is the group's DHCP reservation, if any: allowed only when the
+	// selector names exactly one MAC, which then always gets DHCP.IP.
+	DHCP *GroupDHCP
 	// Source is the file the group was loaded from.
 	Source string
+}
+
+// GroupDHCP is the `dhcp:` section of a group.
+type GroupDHCP struct {
+	// IP is the address reserved for the group's one MAC.
+	IP netip.Addr
+	// At locates the ip value as path:line:col, for errors found later
+	// (an address outside the DHCP server's subnet, say).
+	At string
+
+	pos positioned
+}
+
+// Reservation is one MAC's fixed DHCP address from a group.
+type Reservation struct {
+	MAC   string // lowercase, colons
+	IP    netip.Addr
+	Group string
+	At    string // path:line:col of the ip value
+}
+
+// Reservations lists the groups' DHCP reservations, sorted by MAC.
+func (s *Set) Reservations() []Reservation {
+	var out []Reservation
+	for _, g := range s.Groups {
+		if g.DHCP != nil {
+			out = append(out, Reservation{MAC: g.Selector[KeyMAC][0], IP: g.DHCP.IP, Group: g.Name, At: g.DHCP.At})
+		}
+	}
+	slices.SortFunc(out, func(a, b Reservation) int { return strings.Compare(a.MAC, b.MAC) })
+	return out
 }
 
 // Profile says what a machine boots and which templates configure it.

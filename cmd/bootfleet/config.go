@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/goccy/go-yaml"
+	"github.com/goccy/go-yaml/parser"
 
 	"github.com/bootfleet/bootfleet/profiles"
 )
@@ -26,6 +27,10 @@ type Config struct {
 	TFTP     TFTPConfig  `yaml:"tftp"`
 	Etcd     EtcdConfig  `yaml:"etcd"`
 	Fleet    FleetConfig `yaml:"fleet"`
+
+	// reservationAt locates each dhcp.reservations entry of the file
+	// (path:line:col of its address), for errors found at start-up.
+	reservationAt map[string]string
 }
 
 // HTTPConfig is the boot and API listener.
@@ -126,7 +131,31 @@ func loadConfigFile(path string, cfg *Config) error {
 		}
 		return fmt.Errorf("%s: %w", path, err)
 	}
+	cfg.reservationAt = reservationPositions(path, data)
 	return nil
+}
+
+// reservationPositions finds where each dhcp.reservations entry is written.
+func reservationPositions(path string, data []byte) map[string]string {
+	out := map[string]string{}
+	p, err := yaml.PathString("$.dhcp.reservations")
+	if err != nil {
+		return out
+	}
+	f, err := parser.ParseBytes(data, 0)
+	if err != nil {
+		return out
+	}
+	n, err := p.FilterFile(f)
+	if err != nil {
+		return out
+	}
+	values, _ := profiles.MappingValues(n)
+	for _, mv := range values {
+		line, col := profiles.NodePos(mv.Value)
+		out[profiles.KeyName(mv)] = fmt.Sprintf("%s:%d:%d", path, line, col)
+	}
+	return out
 }
 
 // Validate reports every problem of the configuration at once.

@@ -47,6 +47,9 @@ fleet: {node_ttl: 30s}
 	if cfg.DHCP.Reservations["52-54-00-AA-00-01"] != "10.77.0.50" {
 		t.Errorf("reservations: %v", cfg.DHCP.Reservations)
 	}
+	if at := cfg.reservationAt["52-54-00-AA-00-01"]; at != p+":11:39" {
+		t.Errorf("reservation located at %q, want %s:11:39", at, p)
+	}
 	if cfg.Profiles != "./profiles" || !cfg.TFTP.Enabled {
 		t.Errorf("defaults lost for keys the file does not set: %+v", cfg)
 	}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -184,13 +185,21 @@ func serve(ctx context.Context, cfg Config, profilesExplicit bool, stderr io.Wri
 	})
 	reg.MustRegister(reloads, valid)
 
-	// Profiles and their renderer, swapped together on every good reload.
+	// Profiles and their renderer, swapped together on every good reload;
+	// the groups' DHCP reservations go to the DHCP server (once it runs)
+	// with them, and a reservation it refuses refuses the reload.
 	var boot *httpboot.Server
 	var initial httpboot.Snapshot
+	var dhcpLive atomic.Pointer[dhcp.Server]
 	onLoad := func(set *profiles.Set) error {
 		r, err := ignition.New(set, ignition.Options{Log: log, Inject: ignition.AgentInjector()})
 		if err != nil {
 			return err
+		}
+		if d := dhcpLive.Load(); d != nil {
+			if err := d.SetReservations(dhcpReservations(cfg, set)); err != nil {
+				return fmt.Errorf("DHCP reservations:\n%w", err)
+			}
 		}
 		for _, w := range slices.Concat(set.Warnings, r.Warnings) {
 			log.Warn("profiles", "warning", w.Error())
@@ -383,6 +392,10 @@ func serve(ctx context.Context, cfg Config, profilesExplicit bool, stderr io.Wri
 		if err != nil {
 			return err
 		}
+		if err := dhcpServer.SetReservations(dhcpReservations(cfg, watcher.Current())); err != nil {
+			return fmt.Errorf("DHCP reservations (bootfleet.yaml and the profiles' groups):\n%w", err)
+		}
+		dhcpLive.Store(dhcpServer)
 		if err := dhcpServer.Listen(); err != nil {
 			return err
 		}
@@ -528,11 +541,6 @@ func newDHCP(cfg Config, reg prometheus.Registerer, log *slog.Logger, onEvent fu
 		a, _ := netip.ParseAddr(d)
 		dcfg.DNS = append(dcfg.DNS, a)
 	}
-	dcfg.Reservations = map[string]netip.Addr{}
-	for mac, ip := range cfg.DHCP.Reservations { // checked by Config.Validate
-		norm, _ := profiles.NormalizeMAC(mac)
-		dcfg.Reservations[norm], _ = netip.ParseAddr(ip)
-	}
 	var store dhcp.LeaseStore
 	if dcfg.Mode == dhcp.ModeFull {
 		fs, err := dhcp.OpenFileStore(filepath.Join(cfg.DataDir, "dhcp-leases.jsonl"))
@@ -542,6 +550,25 @@ func newDHCP(cfg Config, reg prometheus.Registerer, log *slog.Logger, onEvent fu
 		store = fs
 	}
 	return dhcp.New(dcfg, dhcp.Options{Store: store, Shared: shared, Log: log.With("component", "dhcp"), Metrics: reg, OnEvent: onEvent, ServerName: serverID(cfg)})
+}
+
+// dhcpReservations are the config's reservations (located in its file, or
+// named by their flag) and the profiles' groups' ones.
+func dhcpReservations(cfg Config, set *profiles.Set) []dhcp.Reservation {
+	var out []dhcp.Reservation
+	for _, mac := range slices.Sorted(maps.Keys(cfg.DHCP.Reservations)) { // checked by Config.Validate
+		norm, _ := profiles.NormalizeMAC(mac)
+		ip, _ := netip.ParseAddr(cfg.DHCP.Reservations[mac])
+		at, ok := cfg.reservationAt[mac]
+		if !ok {
+			at = "--dhcp-reservation " + mac
+		}
+		out = append(out, dhcp.Reservation{MAC: norm, IP: ip, At: at})
+	}
+	for _, r := range set.Reservations() {
+		out = append(out, dhcp.Reservation{MAC: r.MAC, IP: r.IP, At: r.At})
+	}
+	return out
 }
 
 // restoreInventory records every machine this server holds a bound lease
