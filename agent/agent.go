@@ -182,7 +182,8 @@ func (a *Agent) Run(ctx context.Context) error {
 // until a heartbeat fails. joined says whether the join succeeded.
 func (a *Agent) session(ctx context.Context) (joined bool, err error) {
 	var jr JoinResponse
-	if err := a.call(ctx, a.hc, http.MethodPost, "/join", JoinRequest{Facts: a.facts(ctx)}, &jr); err != nil {
+	facts := a.facts(ctx)
+	if err := a.call(ctx, a.hc, http.MethodPost, "/join", JoinRequest{Facts: facts}, &jr); err != nil {
 		return false, fmt.Errorf("join: %w", err)
 	}
 	interval := time.Duration(jr.HeartbeatInterval)
@@ -212,10 +213,37 @@ func (a *Agent) session(ctx context.Context) (joined bool, err error) {
 	defer beat.Stop()
 	resync := time.NewTicker(10 * time.Second)
 	defer resync.Stop()
+	// A container runtime that did not answer at join (on a node, the
+	// agent may start before the Docker or podman socket) is asked again
+	// until it answers; then the node joins again with the new facts, so
+	// the server sees the runtime without waiting for a reconnect.
+	var runtimeCheck <-chan time.Time
+	if facts.RuntimeError != "" {
+		tick := time.NewTicker(runtimeRecheck)
+		defer tick.Stop()
+		runtimeCheck = tick.C
+	}
+	newFacts := make(chan Facts, 1)
+	checking := false
 	for {
 		select {
 		case <-ctx.Done():
 			return true, ctx.Err()
+		case <-runtimeCheck:
+			if !checking { // in the background: a slow runtime must not delay heartbeats
+				checking = true
+				go func() { newFacts <- a.facts(ctx) }()
+			}
+		case f := <-newFacts:
+			checking = false
+			if f.RuntimeError != "" {
+				continue
+			}
+			if err := a.call(ctx, a.hc, http.MethodPost, "/join", JoinRequest{Facts: f}, &jr); err != nil {
+				return true, fmt.Errorf("join with the runtime's facts: %w", err)
+			}
+			runtimeCheck = nil
+			a.log.Info("container runtime answers now; joined again with its facts", "runtime", f.Runtime, "version", f.RuntimeVersion)
 		case <-beat.C:
 			var o Orders
 			if err := a.call(ctx, a.hc, http.MethodPost, "/heartbeat", Heartbeat{Containers: a.sample(ctx)}, &o); err != nil {
@@ -233,6 +261,10 @@ func (a *Agent) session(ctx context.Context) (joined bool, err error) {
 		}
 	}
 }
+
+// runtimeRecheck is how often a container runtime that did not answer at
+// join is asked again.
+const runtimeRecheck = 2 * time.Second
 
 func (a *Agent) currentServer() string {
 	a.mu.Lock()
