@@ -20,6 +20,8 @@ out=bench/out; mkdir -p "$out"
   echo
   ./bench/fleet.sh
   echo
+  ./bench/load.sh
+  echo
   echo "### Go benchmarks"
   echo
   echo '```'

@@ -160,7 +160,16 @@ func startBrowser(ctx context.Context, exe, tmp string, bo BrowserOptions) (*bro
 	case err = <-started:
 	case <-ctx.Done():
 		b.cancel()
-		<-started // and so b.cmd is set, or never will be
+		// chromedp reads the browser's stderr until it closes, and the
+		// browser's children hold it open: end the whole group.
+		for waiting := true; waiting; {
+			killGroupsUsing(dir)
+			select {
+			case <-started: // and so b.cmd is set, or never will be
+				waiting = false
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
 		err = ctx.Err()
 	}
 	if err != nil {
@@ -168,6 +177,25 @@ func startBrowser(ctx context.Context, exe, tmp string, bo BrowserOptions) (*bro
 		return nil, fmt.Errorf("load: start %s: %w", exe, err)
 	}
 	return b, nil
+}
+
+// killGroupsUsing kills the process group of every group leader whose
+// command line names dir (a browser's user data directory).
+func killGroupsUsing(dir string) {
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err != nil || !strings.Contains(string(b), dir) {
+			continue
+		}
+		if pgid, err := syscall.Getpgid(pid); err == nil && pgid == pid {
+			_ = syscall.Kill(-pid, syscall.SIGKILL)
+		}
+	}
 }
 
 // close ends the browser and every process of its group, and removes its
