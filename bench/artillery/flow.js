@@ -1,5 +1,5 @@
 // Artillery Playwright flow for the chat app: the same iteration as
-// bootfleet's scenario (open, log in, wait for the room, 20 websocket
+// bootfleet's scenario (open, log in, wait for the room, 10 websocket
 // messages), repeated until HOLD_S seconds after the user's start.
 async function chat(page, vuContext, events, test) {
   const end = Date.now() + Number(process.env.HOLD_S || 20) * 1000;
@@ -12,7 +12,7 @@ async function chat(page, vuContext, events, test) {
     const t0 = performance.now();
     await page.waitForSelector('.room.ready');
     events.emit('histogram', 'ready', performance.now() - t0);
-    await page.waitForFunction(() => document.querySelectorAll('#log li').length >= 20, null, {polling: 20});
+    await page.waitForFunction(() => document.querySelectorAll('#log li').length >= 10, null, {polling: 20});
     events.emit('counter', 'iterations', 1);
   }
 }

@@ -186,7 +186,7 @@ duration: %s
   - name: ready
     wait_for: ".room.ready"
   - name: messages
-    ws_messages: {count: 20, timeout: 10s}
+    ws_messages: {count: 10, timeout: 10s}
 `, b.target, n, ramp, b.hold, c.Lean)
 		path := filepath.Join(dir, "scenario.yaml")
 		if err := os.WriteFile(path, []byte(sc), 0o644); err != nil {
@@ -416,10 +416,23 @@ var resultsMD = template.Must(template.New("md").Funcs(template.FuncMap{
 	"pergib": func(r result) string { return fmt.Sprintf("%.1f", perGiB(r)) },
 	"cpups":  func(r result) string { return fmt.Sprintf("%.1f", r.CPU/math.Max(float64(r.N), 1)) },
 	"f1":     func(f float64) string { return fmt.Sprintf("%.1f", f) },
-	"f2":     func(f float64) string { return fmt.Sprintf("%.2f", f) },
-}).Parse(`| tool and browser | holds at N | peak PSS at N (MiB) | sessions/GiB | CPU at N (% of one core) | CPU/session | ready p95 at 5 → at N (ms) | runs (N: p95 ms, failures) |
-|---|---|---|---|---|---|---|---|
-{{range .Rows}}| {{.C.Name}} | {{if .Best.Holds}}{{.Best.N}}{{else}}none{{end}} | {{mib .Best.PeakPSS}} | {{pergib .Best}} | {{f1 .Best.CPU}} | {{cpups .Best}} | {{f1 .Base.P95}} → {{f1 .Best.P95}} | {{range .Runs}}{{.N}}: {{f1 .P95}}, {{.Failures}}{{if .Why}} ({{.Why}}){{end}}; {{end}}|
+	"marginal": func(runs []result) string {
+		// Between the first run and the largest without failures.
+		var top result
+		for _, r := range runs[1:] {
+			if r.Failures == 0 && r.N > top.N {
+				top = r
+			}
+		}
+		if top.N == 0 {
+			return "–"
+		}
+		return fmt.Sprintf("%.1f", float64(top.PeakPSS-runs[0].PeakPSS)/(1<<20)/float64(top.N-runs[0].N))
+	},
+	"f2": func(f float64) string { return fmt.Sprintf("%.2f", f) },
+}).Parse(`| tool and browser | holds at N | peak PSS at N (MiB) | sessions/GiB | CPU at N (% of one core) | CPU/session | ready p95 at 5 → at N (ms) | marginal MiB/session | runs (N: ready p95 ms, PSS MiB, CPU %, failures) |
+|---|---|---|---|---|---|---|---|---|
+{{range .Rows}}| {{.C.Name}} | {{if .Best.Holds}}{{.Best.N}}{{else}}none{{end}} | {{mib .Best.PeakPSS}} | {{pergib .Best}} | {{f1 .Best.CPU}} | {{cpups .Best}} | {{f1 .Base.P95}} → {{f1 .Best.P95}} | {{marginal .Runs}} | {{range .Runs}}{{.N}}: {{f1 .P95}}, {{mib .PeakPSS}}, {{f1 .CPU}}, {{.Failures}}{{if .Why}} ({{.Why}}){{end}}; {{end}}|
 {{end}}
 {{with .Best}}{{if .Ok}}Best of each: bootfleet ({{.BootfleetName}}) {{.Bootfleet.N}} sessions at {{pergib .Bootfleet}}/GiB; Artillery ({{.ArtilleryName}}) {{.Artillery.N}} at {{pergib .Artillery}}/GiB. **Ratios: {{f2 .SessionsRatio}}× the concurrent sessions, {{f2 .PerGiBRatio}}× the sessions per GiB** (targets ≥ 2×).{{else}}No ratio: a tool held no level.{{end}}{{end}}
 `))
