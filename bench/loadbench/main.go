@@ -66,6 +66,7 @@ type bench struct {
 	flowDir   string
 	out       string
 	tools     string
+	messages  int
 	hold      time.Duration
 	budget    time.Time
 }
@@ -77,6 +78,7 @@ func main() {
 	flag.StringVar(&b.artillery, "artillery", "", "artillery executable (node_modules/.bin/artillery)")
 	flag.StringVar(&b.flowDir, "flow", "bench/artillery", "directory of the Artillery flow (flow.js)")
 	flag.StringVar(&b.out, "out", "bench/out/load", "directory for the runs' reports")
+	flag.IntVar(&b.messages, "messages", 50, "websocket messages each iteration waits for (10 a second)")
 	flag.StringVar(&b.tools, "tools", "bootfleet,artillery", "tools to run")
 	flag.DurationVar(&b.hold, "hold", 15*time.Second, "how long every session runs after the ramp-up")
 	flag.DurationVar(&budget, "budget", 9*time.Minute, "stop trying higher levels after this")
@@ -186,8 +188,8 @@ duration: %s
   - name: ready
     wait_for: ".room.ready"
   - name: messages
-    ws_messages: {count: 10, timeout: 10s}
-`, b.target, n, ramp, b.hold, c.Lean)
+    ws_messages: {count: %d, timeout: 30s}
+`, b.target, n, ramp, b.hold, c.Lean, b.messages)
 		path := filepath.Join(dir, "scenario.yaml")
 		if err := os.WriteFile(path, []byte(sc), 0o644); err != nil {
 			return result{}, err
@@ -215,7 +217,7 @@ scenarios:
 			return result{}, err
 		}
 		cmd = exec.Command(b.artillery, "run", "--output", filepath.Join(dir, "out.json"), path)
-		cmd.Env = append(os.Environ(), fmt.Sprintf("HOLD_S=%d", int(b.hold.Seconds())), "ARTILLERY_DISABLE_TELEMETRY=true")
+		cmd.Env = append(os.Environ(), fmt.Sprintf("HOLD_S=%d", int(b.hold.Seconds())), fmt.Sprintf("MESSAGES=%d", b.messages), "ARTILLERY_DISABLE_TELEMETRY=true")
 	}
 	log, err := os.Create(filepath.Join(dir, "output.log"))
 	if err != nil {
