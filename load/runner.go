@@ -162,11 +162,17 @@ func startBrowser(ctx context.Context, exe, tmp string, bo BrowserOptions) (*bro
 		b.cancel()
 		// chromedp reads the browser's stderr until it closes, and the
 		// browser's children hold it open: end the whole group.
+		// Bounded: a start that still has not returned after that is
+		// left behind rather than holding up the end of the run.
+		giveUp := time.After(10 * time.Second)
 		for waiting := true; waiting; {
 			killGroupsUsing(dir)
 			select {
 			case <-started: // and so b.cmd is set, or never will be
 				waiting = false
+			case <-giveUp:
+				slog.Warn("load: a browser start did not end after the run ended", "dir", dir)
+				return nil, fmt.Errorf("load: start %s: %w", exe, ctx.Err())
 			case <-time.After(100 * time.Millisecond):
 			}
 		}
@@ -179,8 +185,9 @@ func startBrowser(ctx context.Context, exe, tmp string, bo BrowserOptions) (*bro
 	return b, nil
 }
 
-// killGroupsUsing kills the process group of every group leader whose
-// command line names dir (a browser's user data directory).
+// killGroupsUsing kills every process whose command line names dir (a
+// browser's user data directory), and the whole group of those that lead
+// one.
 func killGroupsUsing(dir string) {
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
@@ -195,6 +202,8 @@ func killGroupsUsing(dir string) {
 		if pgid, err := syscall.Getpgid(pid); err == nil && pgid == pid {
 			_ = syscall.Kill(-pid, syscall.SIGKILL)
 		}
+		// A helper in a group or session of its own (crashpad) too.
+		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
 }
 
