@@ -24,6 +24,8 @@ out=bench/out; mkdir -p "$out"
   echo
   ./bench/lab.sh
   echo
+  ./bench/load.sh
+  echo
   echo "### Go benchmarks"
   echo
   echo '```'

@@ -210,7 +210,7 @@ func (l *limitWriter) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-var scenarioKeys = []string{"name", "target", "sessions", "ramp_up", "duration", "iterations", "think_time", "screenshots", "data", "steps"}
+var scenarioKeys = []string{"name", "target", "sessions", "ramp_up", "duration", "iterations", "think_time", "screenshots", "data", "browser", "steps"}
 
 func (d *decoder) scenario(data []byte, dir string) *Scenario {
 	// Duplicate keys are found by the walk, so that all are reported.
@@ -274,6 +274,8 @@ func (d *decoder) scenario(data []byte, dir string) *Scenario {
 			if s, ok := d.str(v, "data"); ok {
 				sc.Data = d.dataFile(v, dir, s)
 			}
+		case "browser":
+			sc.Browser = d.browser(v)
 		case "steps":
 			steps = v
 		}
@@ -297,6 +299,42 @@ func (d *decoder) scenario(data []byte, dir string) *Scenario {
 		sc.Steps = d.steps(steps, sc)
 	}
 	return sc
+}
+
+var browserKeys = []string{"block", "lean", "renderer_processes"}
+
+// browser decodes the scenario's lean-rendering options.
+func (d *decoder) browser(n ast.Node) BrowserOptions {
+	var o BrowserOptions
+	d.fields(n, "browser", browserKeys, func(k string, v, _ ast.Node) {
+		switch k {
+		case "block":
+			seq, ok := profiles.Unwrap(v).(*ast.SequenceNode)
+			if !ok {
+				d.errAt(v, "browser.block: want a list of %s, got %s", strings.Join(blockable, ", "), profiles.NodeKind(v))
+				return
+			}
+			seen := map[string]bool{}
+			for _, item := range seq.Values {
+				s, ok := d.str(item, "browser.block")
+				switch {
+				case !ok:
+				case !slices.Contains(blockable, s):
+					d.errAt(item, "browser.block: unknown resource type %q (known: %s)", s, strings.Join(blockable, ", "))
+				case seen[s]:
+					d.errAt(item, "browser.block: %s is listed twice", s)
+				default:
+					seen[s] = true
+					o.Block = append(o.Block, s)
+				}
+			}
+		case "lean":
+			o.Lean = d.bool(v, "browser.lean")
+		case "renderer_processes":
+			o.RendererProcesses, _ = d.int(v, "browser.renderer_processes", 1, 1000)
+		}
+	})
+	return o
 }
 
 func firstLine(n ast.Node) int {

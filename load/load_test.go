@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -14,47 +13,23 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/net/websocket"
+	"github.com/bootfleet/bootfleet/load/chatapp"
 )
 
-// chatApp is a small JavaScript- and websocket-heavy page: log in, then a
-// room that shows the websocket's ticks.
+// chatApp starts the test web app (load/chatapp) on loopback.
 func chatApp(t *testing.T) *httptest.Server {
-	t.Helper()
-	mux := http.NewServeMux()
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/" {
-			http.NotFound(w, r)
-			return
-		}
-		fmt.Fprint(w, `<!doctype html><html><head><title>chat</title></head><body>
-<input id="user"><button id="login">log in</button><div id="room"></div><ul id="log"></ul>
-<script>
-document.getElementById('login').onclick = () => {
-  const user = document.getElementById('user').value;
-  const ws = new WebSocket('ws://' + location.host + '/ws');
-  ws.onopen = () => { ws.send('hello ' + user); const room = document.getElementById('room'); room.className = 'room ready'; room.textContent = 'Welcome ' + user; };
-  ws.onmessage = (m) => { const li = document.createElement('li'); li.textContent = m.data; document.getElementById('log').appendChild(li); };
-};
-</script></body></html>`)
-	})
-	mux.HandleFunc("/broken", func(w http.ResponseWriter, r *http.Request) {
-		http.Error(w, "down for maintenance", http.StatusInternalServerError)
-	})
-	mux.Handle("/ws", websocket.Handler(func(c *websocket.Conn) {
-		defer c.Close()
-		var hello string
-		_ = websocket.Message.Receive(c, &hello)
-		for i := 0; ; i++ {
-			if err := websocket.Message.Send(c, fmt.Sprintf("tick %d", i)); err != nil {
-				return
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}))
-	srv := httptest.NewServer(mux)
-	t.Cleanup(srv.Close)
+	srv, _ := countingChatApp(t)
 	return srv
+}
+
+// countingChatApp starts the test web app and returns what its server
+// side counts.
+func countingChatApp(t *testing.T) (*httptest.Server, *chatapp.Counters) {
+	t.Helper()
+	var c chatapp.Counters
+	srv := httptest.NewServer(chatapp.Handler(&c, 0))
+	t.Cleanup(srv.Close)
+	return srv, &c
 }
 
 func needBrowser(t *testing.T) string {

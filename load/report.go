@@ -62,9 +62,27 @@ type Report struct {
 	WSReceived   int64                  `json:"ws_received"`
 	WSPerS       float64                `json:"ws_received_per_s"`
 	WebVitals    map[string]VitalReport `json:"web_vitals"`
-	Timeline     []Bucket               `json:"timeline"`
+	// BrowserOptions are the scenario's lean-rendering options that were
+	// on, and Effects what each changes in what was measured.
+	BrowserOptions  BrowserOptions  `json:"browser_options"`
+	Effects         []string        `json:"browser_option_effects,omitempty"`
+	BlockedRequests int64           `json:"blocked_requests"`
+	Generator       GeneratorReport `json:"generator"`
+	// Warnings say when the figures may not be the app's (a hot
+	// generator).
+	Warnings []string `json:"warnings,omitempty"`
+	Timeline []Bucket `json:"timeline"`
 	// Workers of a distributed run (none for a local one).
 	Workers []WorkerReport `json:"workers,omitempty"`
+}
+
+// GeneratorReport is what the load generators (runner and browsers) used
+// themselves, from one sample a second.
+type GeneratorReport struct {
+	AvgCPUPct  float64 `json:"avg_cpu_pct"` // of one core, summed over generators
+	MaxCPUPct  float64 `json:"max_cpu_pct"`
+	MaxPSSMiB  float64 `json:"max_pss_mib"`
+	HotSeconds int64   `json:"hot_seconds"` // seconds in which a generator ran hot
 }
 
 func ms(us int64) float64 { return math.Round(float64(us)/10) / 100 }
@@ -99,6 +117,27 @@ func (a *Aggregate) Report(sc *Scenario, browser string, end time.Time) Report {
 		r.HTTPStatuses[strconv.FormatInt(st, 10)] = n
 	}
 	r.Timeline = slices.Clone(a.buckets)
+	r.BrowserOptions, r.Effects = sc.Browser, sc.Browser.Effects()
+	var cpuSum float64
+	var cpuN int
+	for _, b := range r.Timeline {
+		r.BlockedRequests += b.Blocked
+		if b.GenPSSMiB > 0 {
+			cpuSum += b.GenCPU
+			cpuN++
+		}
+		r.Generator.MaxCPUPct = max(r.Generator.MaxCPUPct, math.Round(b.GenCPU*10)/10)
+		r.Generator.MaxPSSMiB = max(r.Generator.MaxPSSMiB, math.Round(b.GenPSSMiB*10)/10)
+		if b.GenHot > 0 {
+			r.Generator.HotSeconds++
+		}
+	}
+	if cpuN > 0 {
+		r.Generator.AvgCPUPct = math.Round(cpuSum/float64(cpuN)*10) / 10
+	}
+	if h := r.Generator.HotSeconds; h > 0 {
+		r.Warnings = append(r.Warnings, fmt.Sprintf("generator hot in %d of %d seconds (its CPU near all its cores, or the machine %.0f%% busy): latencies of those seconds may measure the generator, not the app", h, len(r.Timeline), hotMachineBusy))
+	}
 	for _, b := range r.Timeline {
 		r.Requests += b.Requests
 		r.Bytes += b.Bytes
@@ -224,6 +263,10 @@ polyline{fill:none;stroke:#2a6fdb;stroke-width:1.5}
 <p>Target {{.R.Target}} · browser {{.R.Browser}} · started {{.R.Started.Format "2006-01-02 15:04:05 UTC"}} · {{.R.DurationS}} s ·
 up to {{.R.Sessions}} sessions ({{.R.LostSessions}} lost) · {{.R.Iterations}} iterations ·
 {{.R.HitsPerS}} steps/s · {{.R.Requests}} requests · {{.R.Bytes}} bytes · {{.R.WSReceived}} websocket messages received ({{.R.WSPerS}}/s), {{.R.WSSent}} sent</p>
+{{range .R.Warnings}}<p class="bad"><strong>Warning:</strong> {{.}}</p>
+{{end}}<p>Load generator: CPU avg {{.R.Generator.AvgCPUPct}}%, max {{.R.Generator.MaxCPUPct}}% of one core; PSS max {{.R.Generator.MaxPSSMiB}} MiB (runner and browsers){{if .R.Generator.HotSeconds}}; <span class="bad">hot {{.R.Generator.HotSeconds}} s</span>{{end}}.</p>
+<h2>Browser options</h2>
+{{if .R.Effects}}<ul>{{range .R.Effects}}<li>{{.}}</li>{{end}}</ul>{{if .R.BlockedRequests}}<p>{{.R.BlockedRequests}} requests blocked.</p>{{end}}{{else}}<p>None: the browser loaded and drew everything the pages asked for.</p>{{end}}
 <h2>Steps</h2>
 <table><tr><th>step</th><th>count</th><th>failures</th><th>%</th><th>avg ms</th><th>min</th><th>max</th><th>p50</th><th>p90</th><th>p95</th><th>p99</th><th>per s</th><th>requests</th><th>bytes</th></tr>
 {{range .Rows}}<tr><td>{{.Name}}</td><td>{{.Count}}</td><td{{if .Failures}} class="bad"{{end}}>{{.Failures}}</td><td>{{.FailedPct}}</td><td>{{.AvgMs}}</td><td>{{.MinMs}}</td><td>{{.MaxMs}}</td><td>{{.P50Ms}}</td><td>{{.P90Ms}}</td><td>{{.P95Ms}}</td><td>{{.P99Ms}}</td><td>{{.PerSecond}}</td><td>{{.Requests}}</td><td>{{.Bytes}}</td></tr>
@@ -258,7 +301,7 @@ func (r Report) writeHTML(path string) error {
 			fails = append(fails, failure{s.Name, reason, s.Reasons[reason]})
 		}
 	}
-	var steps, lat, sessions, ws, errs []float64
+	var steps, lat, sessions, ws, errs, genCPU, genPSS []float64
 	for _, b := range r.Timeline {
 		steps = append(steps, float64(b.Steps))
 		avg := 0.0
@@ -269,6 +312,8 @@ func (r Report) writeHTML(path string) error {
 		sessions = append(sessions, float64(b.Sessions))
 		ws = append(ws, float64(b.WSReceived))
 		errs = append(errs, float64(b.Failures))
+		genCPU = append(genCPU, b.GenCPU)
+		genPSS = append(genPSS, b.GenPSSMiB)
 	}
 	data := struct {
 		R        Report
@@ -281,6 +326,8 @@ func (r Report) writeHTML(path string) error {
 		makeChart("Sessions", "sessions", sessions),
 		makeChart("Websocket messages received per second", "msg/s", ws),
 		makeChart("Failures per second", "failures/s", errs),
+		makeChart("Load generator CPU (runner and browsers)", "% of one core", genCPU),
+		makeChart("Load generator memory (PSS, runner and browsers)", "MiB", genPSS),
 	}}
 	f, err := os.Create(path)
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/fetch"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 )
@@ -77,8 +78,8 @@ func FindBrowser(path string) (string, error) {
 // browserFlags are the flags every browser runs with here: headless, no
 // sandbox (root), and none of the background traffic that a closed
 // network refuses (../shared/LAB.md).
-func browserFlags(exe, userDataDir string) []chromedp.ExecAllocatorOption {
-	return []chromedp.ExecAllocatorOption{
+func browserFlags(exe, userDataDir string, bo BrowserOptions) []chromedp.ExecAllocatorOption {
+	flags := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(exe),
 		chromedp.UserDataDir(userDataDir),
 		chromedp.NoSandbox,
@@ -95,6 +96,37 @@ func browserFlags(exe, userDataDir string) []chromedp.ExecAllocatorOption {
 		chromedp.Flag("mute-audio", true),
 		chromedp.Flag("disable-dev-shm-usage", true),
 	}
+	return append(flags, leanFlags(bo)...)
+}
+
+// leanFlags are the flags of a scenario's lean-rendering options
+// (BrowserOptions.Effects says what they change).
+func leanFlags(bo BrowserOptions) []chromedp.ExecAllocatorOption {
+	var flags []chromedp.ExecAllocatorOption
+	if bo.Lean {
+		flags = append(flags,
+			chromedp.WindowSize(400, 300),
+			chromedp.Flag("disable-threaded-animation", true),
+			chromedp.Flag("disable-threaded-scrolling", true),
+			chromedp.Flag("disable-checker-imaging", true),
+			chromedp.Flag("disable-smooth-scrolling", true),
+			chromedp.Flag("disable-lcd-text", true),
+			chromedp.Flag("disable-image-animation-resync", true),
+		)
+	}
+	if bo.RendererProcesses > 0 {
+		flags = append(flags, chromedp.Flag("renderer-process-limit", strconv.Itoa(bo.RendererProcesses)))
+	}
+	return flags
+}
+
+// blockTypes maps the scenario's blockable names to DevTools resource
+// types.
+var blockTypes = map[string]network.ResourceType{
+	"images":      network.ResourceTypeImage,
+	"fonts":       network.ResourceTypeFont,
+	"media":       network.ResourceTypeMedia,
+	"stylesheets": network.ResourceTypeStylesheet,
 }
 
 // browser is one browser process and the sessions it hosts. It runs in a
@@ -109,13 +141,13 @@ type browser struct {
 
 // startBrowser starts a browser with a fresh user data directory under
 // tmp; ctx bounds only the start.
-func startBrowser(ctx context.Context, exe, tmp string) (*browser, error) {
+func startBrowser(ctx context.Context, exe, tmp string, bo BrowserOptions) (*browser, error) {
 	dir, err := os.MkdirTemp(tmp, "bootfleet-browser-")
 	if err != nil {
 		return nil, fmt.Errorf("load: %w", err)
 	}
 	b := &browser{dir: dir}
-	opts := append(browserFlags(exe, dir), chromedp.ModifyCmdFunc(func(cmd *exec.Cmd) {
+	opts := append(browserFlags(exe, dir, bo), chromedp.ModifyCmdFunc(func(cmd *exec.Cmd) {
 		b.cmd = cmd
 		// Its own process group, killed with the runner (Pdeathsig) or
 		// by close.
@@ -131,7 +163,22 @@ func startBrowser(ctx context.Context, exe, tmp string) (*browser, error) {
 	case err = <-started:
 	case <-ctx.Done():
 		b.cancel()
-		<-started // and so b.cmd is set, or never will be
+		// chromedp reads the browser's stderr until it closes, and the
+		// browser's children hold it open: end the whole group.
+		// Bounded: a start that still has not returned after that is
+		// left behind rather than holding up the end of the run.
+		giveUp := time.After(10 * time.Second)
+		for waiting := true; waiting; {
+			killGroupsUsing(dir)
+			select {
+			case <-started: // and so b.cmd is set, or never will be
+				waiting = false
+			case <-giveUp:
+				slog.Warn("load: a browser start did not end after the run ended", "dir", dir)
+				return nil, fmt.Errorf("load: start %s: %w", exe, ctx.Err())
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
 		err = ctx.Err()
 	}
 	if err != nil {
@@ -139,6 +186,28 @@ func startBrowser(ctx context.Context, exe, tmp string) (*browser, error) {
 		return nil, fmt.Errorf("load: start %s: %w", exe, err)
 	}
 	return b, nil
+}
+
+// killGroupsUsing kills every process whose command line names dir (a
+// browser's user data directory), and the whole group of those that lead
+// one.
+func killGroupsUsing(dir string) {
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err != nil || !strings.Contains(string(b), dir) {
+			continue
+		}
+		if pgid, err := syscall.Getpgid(pid); err == nil && pgid == pid {
+			_ = syscall.Kill(-pid, syscall.SIGKILL)
+		}
+		// A helper in a group or session of its own (crashpad) too.
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
 }
 
 // close ends the browser and every process of its group, and removes its
@@ -158,7 +227,7 @@ type slot struct {
 	b  *browser
 }
 
-func (s *slot) get(ctx context.Context, exe, tmp string, log *slog.Logger, i int) (*browser, error) {
+func (s *slot) get(ctx context.Context, exe, tmp string, bo BrowserOptions, log *slog.Logger, i int) (*browser, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.b != nil && s.b.ctx.Err() == nil {
@@ -169,7 +238,7 @@ func (s *slot) get(ctx context.Context, exe, tmp string, log *slog.Logger, i int
 		s.b.close()
 		s.b = nil
 	}
-	b, err := startBrowser(ctx, exe, tmp)
+	b, err := startBrowser(ctx, exe, tmp, bo)
 	if err != nil {
 		return nil, err
 	}
@@ -236,6 +305,7 @@ func Run(ctx context.Context, sc *Scenario, opts Options, progress func(Live)) (
 	}()
 
 	done := make(chan struct{})
+	go sampleGenerator(agg, done)
 	if progress != nil {
 		go func() {
 			t := time.NewTicker(time.Second)
@@ -275,7 +345,7 @@ func Run(ctx context.Context, sc *Scenario, opts Options, progress func(Live)) (
 			// A session whose browser died goes on in a new one, a few
 			// times at most.
 			for attempt := 0; attempt < 3 && runCtx.Err() == nil; attempt++ {
-				b, err := sl.get(runCtx, exe, opts.TempDir, opts.Log, i/opts.SessionsPerBrowser)
+				b, err := sl.get(runCtx, exe, opts.TempDir, sc.Browser, opts.Log, i/opts.SessionsPerBrowser)
 				if err != nil {
 					if runCtx.Err() == nil {
 						firstErr.CompareAndSwap(nil, &err)
@@ -326,7 +396,17 @@ func (s *session) run(ctx context.Context, browserCtx context.Context) (browserD
 	var target *chromedp.Target
 	_, err := chromedp.Run(sctx, func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
 		target = t
-		_, err := cdp.Call(ctx, t, network.Enable, network.EnableParams{})
+		if _, err := cdp.Call(ctx, t, network.Enable, network.EnableParams{}); err != nil {
+			return chromedp.Void{}, err
+		}
+		if len(s.sc.Browser.Block) == 0 {
+			return chromedp.Void{}, nil
+		}
+		var patterns []*fetch.RequestPattern
+		for _, b := range s.sc.Browser.Block {
+			patterns = append(patterns, &fetch.RequestPattern{ResourceType: blockTypes[b]})
+		}
+		_, err := cdp.Call(ctx, t, fetch.Enable, fetch.EnableParams{Patterns: patterns})
 		return chromedp.Void{}, err
 	})
 	if err != nil {
@@ -398,6 +478,19 @@ func (s *session) watch(ctx context.Context, t *chromedp.Target) {
 			s.wsTotal.Add(1)
 		}
 	}()
+	if len(s.sc.Browser.Block) > 0 {
+		// Only requests of the blocked types pause: fail them as the
+		// browser's own blocking would.
+		go func() {
+			for ev, err := range cdp.Events(ctx, t, fetch.RequestPaused) {
+				if err != nil {
+					return
+				}
+				s.agg.Blocked(time.Now(), 1)
+				_, _ = cdp.Call(ctx, t, fetch.FailRequest, fetch.FailRequestParams{RequestID: ev.RequestID, ErrorReason: network.ErrorReasonBlockedByClient})
+			}
+		}()
+	}
 	go func() {
 		for _, err := range cdp.Events(ctx, t, network.WebSocketFrameSent) {
 			if err != nil {

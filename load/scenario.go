@@ -30,6 +30,53 @@ type Scenario struct {
 	// Data holds the rows of the data file, one per session in turn
 	// (session n gets row (n-1) mod len).
 	Data []map[string]string
+	// Browser is what the browser may leave out for this scenario.
+	Browser BrowserOptions
+}
+
+// Resource types a scenario may block (browser: {block: [...]}).
+var blockable = []string{"images", "fonts", "media", "stylesheets"}
+
+// BrowserOptions are a scenario's lean-rendering options: work the browser
+// skips because the scenario does not need it. Each changes what is
+// measured, and the report says how (Effects).
+type BrowserOptions struct {
+	// Block lists resource types the browser refuses to load: images,
+	// fonts, media, stylesheets.
+	Block []string `json:"block,omitempty"`
+	// Lean runs Chromium with flags that skip drawing no one sees: a small
+	// window, no threaded animation, no checker-imaging, no smooth
+	// scrolling, no LCD text.
+	Lean bool `json:"lean,omitempty"`
+	// RendererProcesses caps the renderer processes per browser
+	// (--renderer-process-limit), so that sessions share renderers; 0
+	// leaves Chromium's default (one per session's page).
+	RendererProcesses int `json:"renderer_processes,omitempty"`
+}
+
+// Effects states, one line per option that is on, what it changes in
+// what a run measures.
+func (o BrowserOptions) Effects() []string {
+	var out []string
+	for _, b := range o.Block {
+		switch b {
+		case "images":
+			out = append(out, "images blocked: no image requests reach the app (not in requests, bytes or its logs); LCP is a text element's, image decoding costs nothing")
+		case "fonts":
+			out = append(out, "fonts blocked: web fonts are not fetched, text draws in a local font; font requests are missing from requests and bytes")
+		case "media":
+			out = append(out, "media blocked: audio and video are not fetched or decoded")
+		case "stylesheets":
+			out = append(out, "stylesheets blocked: pages are unstyled; selectors that depend on CSS visibility (wait_for, click) may behave differently, layout shifts (CLS) are not the real page's")
+		}
+	}
+	if o.Lean {
+		out = append(out, "lean rendering: a 400x300 window and no threaded animation, checker-imaging, smooth scrolling or LCD text: less raster work per frame; FCP/LCP are of the small viewport, screenshots are 400x300")
+	}
+	if o.RendererProcesses > 0 {
+		out = append(out, fmt.Sprintf("at most %d renderer processes per browser: sessions share renderers (and their main threads), so one session's JavaScript can delay another's; memory per session drops", o.RendererProcesses))
+	}
+	return out
 }
 
 // Action kinds of a step.

@@ -47,6 +47,13 @@ type Bucket struct {
 	Bytes      int64   `json:"bytes"`
 	WSSent     int64   `json:"ws_sent"`
 	WSReceived int64   `json:"ws_received"`
+	Blocked    int64   `json:"blocked,omitempty"` // requests refused (browser.block)
+	// The load generators' own usage (runner and browsers) in this second,
+	// summed over generators: CPU in percent of one core, PSS in MiB, and
+	// how many ran hot (Report.Warnings).
+	GenCPU    float64 `json:"generator_cpu_pct"`
+	GenPSSMiB float64 `json:"generator_pss_mib"`
+	GenHot    int64   `json:"generator_hot,omitempty"`
 }
 
 // Aggregate is everything a run (or a worker's share of one) measured,
@@ -279,6 +286,10 @@ func (a *Aggregate) Merge(o *Aggregate) {
 		b.Bytes += ob.Bytes
 		b.WSSent += ob.WSSent
 		b.WSReceived += ob.WSReceived
+		b.Blocked += ob.Blocked
+		b.GenCPU += ob.GenCPU
+		b.GenPSSMiB += ob.GenPSSMiB
+		b.GenHot += ob.GenHot
 	}
 	for st, n := range o.statuses {
 		a.statuses[st] += n
@@ -441,6 +452,11 @@ type Live struct {
 	StepsPerS  float64 // over the last full second
 	P95        time.Duration
 	WSReceived int64
+	// The generator's own CPU (% of one core) and PSS (MiB) in the last
+	// full second, and whether it ran hot then.
+	GenCPU    float64
+	GenPSSMiB float64
+	Hot       bool
 }
 
 // Live summarises the run so far.
@@ -456,7 +472,9 @@ func (a *Aggregate) Live(now time.Time) Live {
 	}
 	l.P95 = time.Duration(all.ValueAtQuantile(95)) * time.Microsecond
 	if sec := int64(now.Sub(a.start)/time.Second) - 1; sec >= 0 && sec < int64(len(a.buckets)) {
-		l.StepsPerS = float64(a.buckets[sec].Steps)
+		b := a.buckets[sec]
+		l.StepsPerS = float64(b.Steps)
+		l.GenCPU, l.GenPSSMiB, l.Hot = b.GenCPU, b.GenPSSMiB, b.GenHot > 0
 	}
 	for _, b := range a.buckets {
 		l.WSReceived += b.WSReceived

@@ -53,8 +53,12 @@ OUT/report.csv and OUT/report.html.`,
 			stderr := cmd.ErrOrStderr()
 			fmt.Fprintf(stderr, "load: %s against %s with %s\n", sc.Name, sc.Target, exe)
 			agg, err := load.Run(cmd.Context(), sc, opts, func(l load.Live) {
-				fmt.Fprintf(stderr, "%6.0fs  sessions %4d  steps %7d  %6.1f steps/s  failures %5d  p95 %8s  ws received %d\n",
-					l.Elapsed.Seconds(), l.Sessions, l.Steps, l.StepsPerS, l.Failures, l.P95.Round(time.Millisecond), l.WSReceived)
+				hot := ""
+				if l.Hot {
+					hot = "  GENERATOR HOT"
+				}
+				fmt.Fprintf(stderr, "%6.0fs  sessions %4d  steps %7d  %6.1f steps/s  failures %5d  p95 %8s  ws received %d  generator cpu %.0f%% pss %.0f MiB%s\n",
+					l.Elapsed.Seconds(), l.Sessions, l.Steps, l.StepsPerS, l.Failures, l.P95.Round(time.Millisecond), l.WSReceived, l.GenCPU, l.GenPSSMiB, hot)
 			})
 			if err != nil {
 				return err
