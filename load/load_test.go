@@ -234,7 +234,7 @@ func TestRunDuration(t *testing.T) {
 target: `+app.URL+`
 sessions: 3
 ramp_up: 1s
-duration: 4s
+duration: 8s
 think_time: 50ms
 steps:
   - name: open
@@ -258,8 +258,10 @@ steps:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if took := time.Since(began); took < 5*time.Second || took > 15*time.Second {
-		t.Errorf("a 1 s ramp-up and 4 s run took %s", took)
+	// 8 s, not less: on a loaded machine (CI runs packages side by side) a
+	// second browser took over 4 s to start, and its session never ran.
+	if took := time.Since(began); took < 8*time.Second || took > 30*time.Second {
+		t.Errorf("an 8 s run took %s", took)
 	}
 	r := agg.Report(sc, "test", time.Now())
 	by := map[string]StepReport{}
