@@ -40,6 +40,7 @@ import (
 	"github.com/bootfleet/bootfleet/profiles"
 	"github.com/bootfleet/bootfleet/registry"
 	"github.com/bootfleet/bootfleet/tftp"
+	"github.com/bootfleet/bootfleet/ui"
 )
 
 func newServeCmd() *cobra.Command {
@@ -334,6 +335,11 @@ func serve(ctx context.Context, cfg Config, profilesExplicit bool, stderr io.Wri
 	// Go's profiler, for the admin only (it reveals internals).
 	mux.Handle("/debug/pprof/", apiServer.RequireAdmin(http.HandlerFunc(pprof.Index)))
 	mux.Handle("/debug/pprof/profile", apiServer.RequireAdmin(http.HandlerFunc(pprof.Profile)))
+	dashboard, err := ui.New(token)
+	if err != nil {
+		return err
+	}
+	mux.Handle("/ui/", dashboard)
 	mux.Handle("/", boot.Handler())
 	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
