@@ -72,7 +72,7 @@ export function nodePage(main, mac) {
         if (v.startsWith("-")) return api("PATCH", `/nodes/${mac}/labels`, { remove: [v.slice(1)] });
         const [k, ...rest] = v.split("=");
         return api("PATCH", `/nodes/${mac}/labels`, { set: { [k]: rest.join("=") } });
-      }) }, labelIn, h("button", {}, "Apply label")),
+      }) }, labelIn, h("button", { id: "label-apply" }, "Apply label")),
       h("form", { onsubmit: act(() => api("PUT", `/nodes/${mac}/next-boot`, { profile: nextIn.value.trim() })) },
         "Next boot: ", nextIn, h("button", {}, "Set")),
       h("form", { onsubmit: act(async () => {
