@@ -340,6 +340,17 @@ func serve(ctx context.Context, cfg Config, profilesExplicit bool, stderr io.Wri
 		return err
 	}
 	mux.Handle("/ui/", dashboard)
+	// The Ignition a node would get, for the dashboard (admin only: it
+	// holds the node's agent token); unlike /ignition it records nothing.
+	mux.Handle("GET /api/v1/ignition", apiServer.RequireAdmin(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cfg, err := boot.PreviewIgnition(r)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusNotFound)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(cfg)
+	})))
 	mux.Handle("/", boot.Handler())
 	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {

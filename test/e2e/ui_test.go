@@ -91,6 +91,18 @@ func TestDashboard(t *testing.T) {
 		t.Fatal(err)
 	}
 	art := artifactDir(t)
+	// Routes of serve (not of the API package) that reveal config refuse
+	// callers without the token.
+	for _, p := range []string{"/api/v1/ignition?mac=52:54:00:aa:00:01", "/ui/", "/ui/app.js", "/debug/pprof/"} {
+		resp, err := (&http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}).Get(s.URL + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized && resp.StatusCode != http.StatusSeeOther {
+			t.Errorf("GET %s without token: %d, want 401 or a redirect to the login", p, resp.StatusCode)
+		}
+	}
 	ctx := browserCtx(t)
 
 	// A wrong token is refused; the right one lands on the nodes table.
@@ -149,6 +161,12 @@ func TestDashboard(t *testing.T) {
 		if v <= 0 {
 			t.Errorf("timeline bar %d has a zero size: %v", i/2, sizes)
 		}
+	}
+	if err := chromedp.Do(ctx, chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		_, err := chromedp.Poll[bool](`(document.getElementById("ignition") || {}).textContent.includes('"ignition"')`, chromedp.WithPollingTimeout(20*time.Second))(ctx, tg)
+		return err
+	})); err != nil {
+		t.Errorf("node page shows no rendered Ignition: %v", err)
 	}
 	screenshot(t, ctx, art, "node-timeline")
 

@@ -60,6 +60,7 @@ export function nodePage(main, mac) {
       try { await f(); msg.textContent = ""; load(); } catch (e) { msg.textContent = e.message; }
     };
     const units = h("div", { id: "node-units" });
+    const ign = h("pre", { id: "ignition" }, "…");
     main.replaceChildren(
       h("h2", {}, "Node ", mac),
       msg,
@@ -81,7 +82,17 @@ export function nodePage(main, mac) {
         location.hash = "#/nodes";
       }) }, h("button", { id: "forget" }, "Forget node")),
       h("h3", {}, "Units"), units,
+      h("h3", {}, "Ignition (as served)"), ign,
     );
+    try {
+      const q = new URLSearchParams({ mac });
+      for (const k of ["arch", "firmware", "uuid", "hostname"]) if (n[k]) q.set(k, n[k]);
+      const res = await fetch("/api/v1/ignition?" + q);
+      const text = await res.text();
+      ign.textContent = res.ok ? JSON.stringify(JSON.parse(text), null, 2) : "none: " + text;
+    } catch (e) {
+      ign.textContent = "ignition: " + e.message;
+    }
     try {
       const all = await api("GET", "/units");
       const mine = [];
