@@ -127,6 +127,7 @@ func TestRoutesRefuseWithoutToken(t *testing.T) {
 		{"GET", "/ui/node.js", "", 200},
 		{"GET", "/ui/units.js", "", 200},
 		{"GET", "/ui/dom.js", "", 200},
+		{"GET", "/ui/load.js", "", 200},
 		{"GET", "/api/v1/nodes", "", 200},
 		{"GET", "/api/v1/nodes/52:54:00:00:00:01", "", 404},
 		{"DELETE", "/api/v1/nodes/52:54:00:00:00:01", "", 0},

@@ -246,4 +246,52 @@ func TestDashboard(t *testing.T) {
 		t.Errorf("filter probe=x1 shows %d rows, want 1", visible)
 	}
 	screenshot(t, ctx, art, "nodes-1000")
+
+	// The load page: a job the server does not know is told plainly (the
+	// load jobs API may not exist) and offers no stop button; a report
+	// pasted in is drawn as charts with the per-step table.
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(s.URL+"/ui/#/load?job=nosuchjob"),
+		chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			_, err := chromedp.Poll[bool](`(document.getElementById("job-status") || {}).textContent.includes("not found")`, chromedp.WithPollingTimeout(20*time.Second))(ctx, tg)
+			return err
+		}),
+	); err != nil {
+		t.Fatalf("load job view: %v", err)
+	}
+	if hidden, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.getElementById("job-stop").hidden`)); err != nil || !hidden {
+		t.Errorf("stop button shown for a job the server does not know (hidden=%v, %v)", hidden, err)
+	}
+	report := `{"scenario":"chat","target":"http://127.0.0.1:1","sessions":4,"hits_per_s":12.5,"requests":90,"bytes":12345,"ws_received":40,
+		"steps":[{"name":"open","count":20,"failures":1,"avg_ms":120,"min_ms":80,"max_ms":300,"p50_ms":110,"p90_ms":200,"p95_ms":250,"p99_ms":290},
+		         {"name":"messages","count":18,"failures":0,"avg_ms":40,"min_ms":10,"max_ms":90,"p50_ms":35,"p90_ms":70,"p95_ms":80,"p99_ms":88}],
+		"total":{"name":"total","count":38,"failures":1,"avg_ms":83},
+		"timeline":[{"second":0,"steps":2,"failures":0,"sessions":1,"latency_sum_ms":200,"ws_received":0},
+		            {"second":1,"steps":10,"failures":1,"sessions":3,"latency_sum_ms":900,"ws_received":12},
+		            {"second":2,"steps":14,"failures":0,"sessions":4,"latency_sum_ms":1100,"ws_received":16},
+		            {"second":3,"steps":12,"failures":0,"sessions":4,"latency_sum_ms":800,"ws_received":12}]}`
+	if err := chromedp.Do(ctx,
+		chromedp.SetValue(chromedp.CSS(`#report-json`), report),
+		chromedp.Click(chromedp.CSS(`#report-show`)),
+		chromedp.WaitVisible(chromedp.CSS(`#charts polyline`)),
+	); err != nil {
+		t.Fatalf("report view: %v", err)
+	}
+	widths, err := chromedp.Run(ctx, chromedp.Evaluate[[]float64](`[...document.querySelectorAll("#charts polyline")].map(p => { const b = p.getBBox(); return b.width * Math.max(b.height, 1); })`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(widths) != 5 {
+		t.Errorf("report has %d charts, want 5 (sessions, hits/s, latency, errors, ws)", len(widths))
+	}
+	for i, w := range widths {
+		if w <= 0 {
+			t.Errorf("chart %d is empty: %v", i, widths)
+		}
+	}
+	rows, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("#steps tr").length`))
+	if err != nil || rows != 4 {
+		t.Errorf("steps table has %d rows (%v), want header, 2 steps and total", rows, err)
+	}
+	screenshot(t, ctx, art, "load-report")
 }

@@ -3,6 +3,7 @@
 import { nodesPage } from "./nodes.js";
 import { nodePage } from "./node.js";
 import { unitsPage } from "./units.js";
+import { loadPage } from "./load.js";
 
 let stop = () => {};
 
@@ -14,6 +15,7 @@ function route() {
   const m = hash.match(/^#\/node\/([^/]+)$/);
   if (m) stop = nodePage(main, decodeURIComponent(m[1]));
   else if (hash === "#/units") stop = unitsPage(main);
+  else if (hash.startsWith("#/load")) stop = loadPage(main, new URLSearchParams(hash.split("?")[1] || ""));
   else stop = nodesPage(main);
 }
 
