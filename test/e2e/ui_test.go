@@ -294,4 +294,16 @@ func TestDashboard(t *testing.T) {
 		t.Errorf("steps table has %d rows (%v), want header, 2 steps and total", rows, err)
 	}
 	screenshot(t, ctx, art, "load-report")
+
+	// The units page answers from the units API (no units here: empty, no error).
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(s.URL+"/ui/#/units"),
+		chromedp.WaitReady(chromedp.CSS(`#units`)),
+		chromedp.Sleep(500*time.Millisecond),
+	); err != nil {
+		t.Fatalf("units page: %v", err)
+	}
+	if e, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector("main p.error").textContent`)); err != nil || e != "" {
+		t.Errorf("units page error %q (%v)", e, err)
+	}
 }
