@@ -1,7 +1,7 @@
 // Package api is bootfleet's HTTP API under /api/v1: the node inventory and
 // units for operators and the CLI, and the agents' join, heartbeat and
 // orders. Calls that change or reveal configuration need the admin token
-// (Authorization: Bearer <token>); agent calls need the node's own token
+// (Authorization: Bearer <token>, or the dashboard's AdminCookie); agent calls need the node's own token
 // and act only on that node.
 package api
 
@@ -114,10 +114,30 @@ func (s *Server) Handler() http.Handler {
 // admin-token check.
 func (s *Server) RequireAdmin(h http.Handler) http.Handler { return s.admin(h.ServeHTTP) }
 
+// AdminCookie is the cookie the web dashboard's login sets to the admin
+// token; the API accepts it in place of the Authorization header.
+const AdminCookie = "bootfleet_admin"
+
+// IsAdmin reports whether r carries token, as a bearer token or in the
+// AdminCookie.
+func IsAdmin(r *http.Request, token string) bool {
+	if token == "" {
+		return false
+	}
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		c, err := r.Cookie(AdminCookie)
+		if err != nil {
+			return false
+		}
+		got = c.Value
+	}
+	return subtle.ConstantTimeCompare([]byte(got), []byte(token)) == 1
+}
+
 func (s *Server) admin(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(s.token)) != 1 {
+		if !IsAdmin(r, s.token) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="bootfleet"`)
 			writeError(w, http.StatusUnauthorized, errors.New("admin token required: pass --token, set BOOTFLEET_TOKEN, or run on the server (its data dir holds admin.token)"))
 			return

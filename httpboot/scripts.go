@@ -252,3 +252,23 @@ func (s *Server) served(n *node, kind, detail string) {
 	s.emit(Event{MAC: n.facts.MAC, IP: n.data.IP, Arch: n.facts.Arch, Firmware: n.facts.Firmware, UUID: n.facts.UUID,
 		Group: n.match.Group.Name, Profile: n.match.Profile.Name, Kind: kind, Detail: detail})
 }
+
+// PreviewIgnition renders the Ignition config that GET /ignition would
+// serve for the facts in r's query (mac, arch, firmware, uuid, hostname),
+// without recording a boot step or clearing a next boot: for the admin's
+// dashboard. The config holds the node's agent token; callers must check
+// the admin token first.
+func (s *Server) PreviewIgnition(r *http.Request) ([]byte, error) {
+	n, err := s.resolve(r)
+	if err != nil {
+		return nil, err
+	}
+	if n.match.Profile.Ignition == "" {
+		return nil, fmt.Errorf("profile %s has no Ignition config (no ignition: key)", n.match.Profile.Name)
+	}
+	cfg, _, err := n.snap.Renderer.Ignition(n.match, n.data)
+	if err != nil {
+		return nil, fmt.Errorf("render ignition for %s: %w", n.facts.MAC, err)
+	}
+	return cfg, nil
+}

@@ -42,6 +42,7 @@ import (
 	"github.com/bootfleet/bootfleet/profiles"
 	"github.com/bootfleet/bootfleet/registry"
 	"github.com/bootfleet/bootfleet/tftp"
+	"github.com/bootfleet/bootfleet/ui"
 )
 
 func newServeCmd() *cobra.Command {
@@ -361,6 +362,22 @@ func serve(ctx context.Context, cfg Config, profilesExplicit bool, stderr io.Wri
 	// Go's profiler, for the admin only (it reveals internals).
 	mux.Handle("/debug/pprof/", apiServer.RequireAdmin(http.HandlerFunc(pprof.Index)))
 	mux.Handle("/debug/pprof/profile", apiServer.RequireAdmin(http.HandlerFunc(pprof.Profile)))
+	dashboard, err := ui.New(token)
+	if err != nil {
+		return err
+	}
+	mux.Handle("/ui/", dashboard)
+	// The Ignition a node would get, for the dashboard (admin only: it
+	// holds the node's agent token); unlike /ignition it records nothing.
+	mux.Handle("GET /api/v1/ignition", apiServer.RequireAdmin(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cfg, err := boot.PreviewIgnition(r)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusNotFound)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(cfg)
+	})))
 	mux.Handle("/", boot.Handler())
 	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
