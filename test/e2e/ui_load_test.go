@@ -63,26 +63,29 @@ func startLocalWorker(t *testing.T, s *server, scenario string) (string, <-chan 
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, _ := http.NewRequest("GET", s.URL+"/api/v1/units", nil)
-	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var units []fleet.Unit
-	err = json.NewDecoder(resp.Body).Decode(&units)
-	resp.Body.Close()
-	if err != nil {
-		t.Fatalf("units: %v", err)
-	}
 	var env map[string]string
-	for _, u := range units {
-		if u.Name == "load-"+job {
-			env = u.Env
+	var units []fleet.UnitStatus
+	waitUntil(t, "the job's unit in the units API", 20*time.Second, func() bool {
+		req, _ := http.NewRequest("GET", s.URL+"/api/v1/units", nil)
+		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
+		defer resp.Body.Close()
+		units = nil
+		if err := json.NewDecoder(resp.Body).Decode(&units); err != nil {
+			t.Fatalf("units: %v", err)
+		}
+		for _, u := range units {
+			if u.Unit.Name == "load-"+job {
+				env = u.Unit.Env
+			}
+		}
+		return env != nil
+	})
 	if env["BOOTFLEET_JOB_TOKEN"] == "" {
-		t.Fatalf("no unit load-%s with a job token in %+v", job, units)
+		t.Fatalf("unit load-%s has no job token: %+v", job, env)
 	}
 	cmd := exec.Command(bootfleet(t), "load", "worker", "--job", job, "--server", s.URL, "--worker", "0")
 	cmd.Env = append(os.Environ(), "BOOTFLEET_JOB_TOKEN="+env["BOOTFLEET_JOB_TOKEN"])
@@ -147,10 +150,11 @@ func TestDashboardLoad(t *testing.T) {
 	job, done := startLocalWorker(t, s, long)
 	if err := chromedp.Do(ctx,
 		chromedp.Navigate(s.URL+"/ui/#/load?job="+job),
-		poll("job running with charts", `document.getElementById("job-status").dataset.state === "running" &&
-			document.querySelectorAll("#steps tr").length > 1 && document.querySelector("#charts polyline") !== null`, 90*time.Second),
+		poll("job running with steps done and its charts", `document.getElementById("job-status").dataset.state === "running" &&
+			document.querySelectorAll("#steps tr").length > 1 && document.querySelectorAll("#charts svg.chart").length === 6`, 90*time.Second),
 	); err != nil {
-		t.Fatal(err)
+		page, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector("main").innerText`))
+		t.Fatalf("%v; the page:\n%s", err, page)
 	}
 	first, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](chartPoints))
 	if err != nil {

@@ -19,9 +19,10 @@ function s(tag, attrs, text) {
 const COLORS = ["#e63946", "#1d3557", "#2a9d8f", "#f4a261"];
 
 // lineChart draws one or more series over xs as polylines with the chart's
-// title, its maximum and the series' names. series: [{name, ys}].
+// title, its maximum and the series' names. series: [{name, ys}], or
+// one series' ys.
 export function lineChart(title, xs, series) {
-  if (!Array.isArray(series)) series = [{ name: "", ys: series }];
+  if (!series.length || typeof series[0] !== "object") series = [{ name: "", ys: series }];
   const W = 420, H = 140, pad = 30;
   const svg = s("svg", { class: "chart", width: W, height: H + 20, "data-title": title });
   svg.append(s("text", { x: pad, y: 12 }, title));
@@ -116,7 +117,8 @@ function listView(msg) {
   const jobsT = h("table", { id: "jobs" });
   const reportsT = h("table", { id: "reports" });
   const cmpBtn = h("button", { id: "compare-go", disabled: "", onclick: () => {
-    const ids = [...reportsT.querySelectorAll("input:checked")].map((c) => c.value);
+    // The list is newest first: the older report is A, the baseline.
+    const ids = [...reportsT.querySelectorAll("input:checked")].map((c) => c.value).reverse();
     location.hash = "#/load?compare=" + ids.map(encodeURIComponent).join(",");
   } }, "Compare selected (2)");
   const link = (id) => h("a", { href: "#/load?job=" + encodeURIComponent(id) }, id);
