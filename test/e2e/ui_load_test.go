@@ -112,7 +112,8 @@ const chartPoints = `[...document.querySelectorAll("#charts svg.chart")].map(c =
 // TestDashboardLoad watches a real small load job in the dashboard: a
 // worker (real headless browsers) runs against a chat app on loopback while
 // the job page's charts grow second by second with the per-step table;
-// then the finished report is listed, and two jobs' reports are compared.
+// then the finished report is listed, two jobs' reports are compared, and
+// a third job is stopped with its page's Stop button.
 func TestDashboardLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts browsers")
@@ -250,4 +251,26 @@ func TestDashboardLoad(t *testing.T) {
 		t.Errorf("compare row for broken (every run fails): %v (%v)", broken, err)
 	}
 	screenshot(t, ctx, art, "load-compare")
+
+	// A long job stopped from its page: the Stop button calls the stop
+	// route, the worker ends its run, and the page shows the job stopped.
+	stopping := write("chat-stop.yaml", "name: chat-stop\ntarget: "+app.URL+"\nsessions: 1\nduration: 5m\n"+steps)
+	job3, done3 := startLocalWorker(t, s, stopping)
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(s.URL+"/ui/#/load?job="+job3),
+		poll("long job running with steps done", `document.getElementById("job-status").dataset.state === "running" && document.querySelectorAll("#charts svg.chart").length === 6`, 90*time.Second),
+		chromedp.Click(chromedp.CSS(`#job-stop`)),
+		poll("job stopped in the page", `document.getElementById("job-status").dataset.state === "stopped" && document.getElementById("job-stop").hidden`, 60*time.Second),
+	); err != nil {
+		page, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector("main").innerText`))
+		t.Fatalf("%v; the page:\n%s", err, page)
+	}
+	select {
+	case err := <-done3:
+		if err != nil {
+			t.Errorf("worker of the stopped job: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Error("worker of the stopped job still running 30 s after the page showed it stopped")
+	}
 }
