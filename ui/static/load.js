@@ -191,7 +191,9 @@ function jobView(main, msg, out, show, job) {
       const r = await api("GET", `/load/jobs/${encodeURIComponent(job)}/report`);
       const t = r.total || {};
       if (!ended(j.state) && t.count) {
-        const second = Math.round(st.elapsed_s);
+        // On the timeline's clock, so the chart lines up with the others.
+        const tl = r.timeline || [];
+        const second = tl.length ? tl[tl.length - 1].second : 0;
         if (!samples.length || samples[samples.length - 1].second < second) samples.push({ second, p50: t.p50_ms, p95: t.p95_ms, p99: t.p99_ms });
       }
       show(r, samples);
