@@ -128,3 +128,36 @@ func TestLoadJobsAPI(t *testing.T) {
 		t.Fatalf("update after stop: %d %s", code, out)
 	}
 }
+
+// Every operator route — what changes or reveals configuration, nodes,
+// units (their env), load jobs — refuses callers without the admin token
+// or with a wrong one.
+func TestOperatorRoutesNeedTheAdminToken(t *testing.T) {
+	ts := newLoadAPI(t)
+	for _, r := range []struct{ method, path string }{
+		{"GET", "/api/v1/nodes"},
+		{"GET", "/api/v1/nodes?watch=1"},
+		{"GET", "/api/v1/nodes/52:54:00:00:00:01"},
+		{"DELETE", "/api/v1/nodes/52:54:00:00:00:01"},
+		{"PATCH", "/api/v1/nodes/52:54:00:00:00:01/labels"},
+		{"PUT", "/api/v1/nodes/52:54:00:00:00:01/next-boot"},
+		{"GET", "/api/v1/nodes/52:54:00:00:00:01/agent-token"},
+		{"GET", "/api/v1/leases"},
+		{"GET", "/api/v1/units"},
+		{"POST", "/api/v1/units"},
+		{"DELETE", "/api/v1/units/u"},
+		{"GET", "/api/v1/units/u/logs"},
+		{"POST", "/api/v1/load/jobs"},
+		{"GET", "/api/v1/load/jobs"},
+		{"GET", "/api/v1/load/jobs/j"},
+		{"POST", "/api/v1/load/jobs/j/stop"},
+		{"GET", "/api/v1/load/jobs/j/report"},
+		{"GET", "/api/v1/load/reports"},
+	} {
+		for _, token := range []string{"", "wrong"} {
+			if code, _ := call(t, r.method, ts.URL+r.path, token, "{}"); code != http.StatusUnauthorized {
+				t.Errorf("%s %s with token %q: %d, want 401", r.method, r.path, token, code)
+			}
+		}
+	}
+}
