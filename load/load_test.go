@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -311,7 +312,7 @@ func TestRunBrowserDies(t *testing.T) {
 	sc, err := Parse("dies.yaml", []byte(`name: dies
 target: `+app.URL+`
 sessions: 2
-duration: 5s
+duration: 10s
 steps:
   - navigate: /
   - sleep: 100ms
@@ -320,16 +321,24 @@ steps:
 		t.Fatal(err)
 	}
 	dir := browserDir(t)
-	go func() {
-		time.Sleep(2 * time.Second)
-		// The browser's main process leads its process group.
-		for _, pid := range browserPIDs(dir) {
-			if pgid, err := syscall.Getpgid(pid); err == nil && pgid == pid {
-				_ = syscall.Kill(-pid, syscall.SIGKILL)
-			}
+	// Kill the browser once its sessions have run steps (the live callback
+	// comes each second), not at a fixed time: on a loaded machine a
+	// browser took 4 s to start.
+	var once sync.Once
+	kill := func(l Live) {
+		if l.Steps == 0 {
+			return
 		}
-	}()
-	agg, err := Run(context.Background(), sc, Options{TempDir: dir}, nil)
+		once.Do(func() {
+			// The browser's main process leads its process group.
+			for _, pid := range browserPIDs(dir) {
+				if pgid, err := syscall.Getpgid(pid); err == nil && pgid == pid {
+					_ = syscall.Kill(-pid, syscall.SIGKILL)
+				}
+			}
+		})
+	}
+	agg, err := Run(context.Background(), sc, Options{TempDir: dir}, kill)
 	if err != nil {
 		t.Fatal(err)
 	}
