@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/bootfleet/bootfleet/fleet"
 	"github.com/bootfleet/bootfleet/internal/etcdtest"
 	"github.com/bootfleet/bootfleet/loadjob"
@@ -20,11 +18,7 @@ import (
 // newLoadAPI is the API with a real fleet and load jobs on a real etcd.
 func newLoadAPI(t *testing.T) *httptest.Server {
 	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: etcdtest.Start(t), DialTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
+	cli := etcdtest.Client(t)
 	reg, err := registry.New(registry.Config{Client: cli, Server: "test"})
 	if err != nil {
 		t.Fatal(err)

@@ -16,7 +16,6 @@ import (
 	"github.com/bootfleet/bootfleet/internal/etcdtest"
 	"github.com/bootfleet/bootfleet/internal/netnstest"
 	"github.com/bootfleet/bootfleet/registry"
-	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // Two full servers on one segment and one etcd cluster share the pool in
@@ -32,11 +31,7 @@ func TestTwoServersShareThePool(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: etcdtest.Start(t), DialTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
+	cli := etcdtest.Client(t)
 
 	type srv struct {
 		s      *Server

@@ -30,11 +30,7 @@ steps:
 // setup starts a real embedded etcd, a real fleet on it, and a Manager.
 func setup(t *testing.T) (*Manager, *fleet.Fleet, *clientv3.Client) {
 	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: etcdtest.Start(t), DialTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
+	cli := etcdtest.Client(t)
 	reg, err := registry.New(registry.Config{Client: cli, Server: "t"})
 	if err != nil {
 		t.Fatal(err)

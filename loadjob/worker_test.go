@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/bootfleet/bootfleet/api"
 	"github.com/bootfleet/bootfleet/fleet"
 	"github.com/bootfleet/bootfleet/internal/etcdtest"
@@ -45,11 +43,7 @@ func TestWorkersMergedReport(t *testing.T) {
 	}))
 	defer app.Close()
 
-	cli, err := clientv3.New(clientv3.Config{Endpoints: etcdtest.Start(t), DialTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	cli := etcdtest.Client(t)
 	reg, _ := registry.New(registry.Config{Client: cli, Server: "t"})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

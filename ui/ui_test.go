@@ -6,9 +6,6 @@ import (
 	"net/url"
 	"strings"
 	"testing"
-	"time"
-
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/bootfleet/bootfleet/api"
 	"github.com/bootfleet/bootfleet/internal/etcdtest"
@@ -20,11 +17,7 @@ const token = "s3cret-token"
 // newServer serves the API and the dashboard as `bootfleet serve` does.
 func newServer(t *testing.T) *httptest.Server {
 	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: etcdtest.Start(t), DialTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
+	cli := etcdtest.Client(t)
 	reg, err := registry.New(registry.Config{Client: cli, Server: "test"})
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/bootfleet/bootfleet/registry"
 )
 
@@ -34,4 +36,16 @@ func Start(t testing.TB) []string {
 	}
 	t.Cleanup(e.Close)
 	return e.Endpoints()
+}
+
+// Client starts an embedded etcd member (Start) and returns a client of
+// it, closed when the test ends.
+func Client(t testing.TB) *clientv3.Client {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: Start(t), DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
 }
