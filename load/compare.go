@@ -19,20 +19,15 @@ type StepDiff struct {
 // Compare pairs the steps of two reports by name: A's steps in order, then
 // those only B has, then the totals.
 func Compare(a, b Report) []StepDiff {
-	bs := map[string]StepReport{}
-	for _, s := range b.Steps {
-		bs[s.Name] = s
-	}
-	seen := map[string]bool{}
+	as, bs := a.StepsByName(), b.StepsByName()
 	var out []StepDiff
 	for _, s := range a.Steps {
 		d := StepDiff{Name: s.Name, InA: true, A: s}
 		d.B, d.InB = bs[s.Name]
-		seen[s.Name] = true
 		out = append(out, d)
 	}
 	for _, s := range b.Steps {
-		if !seen[s.Name] {
+		if _, inA := as[s.Name]; !inA {
 			out = append(out, StepDiff{Name: s.Name, InB: true, B: s})
 		}
 	}

@@ -107,10 +107,7 @@ steps:
 		t.Fatal(err)
 	}
 	r := agg.Report(sc, "test", time.Now())
-	byName := map[string]StepReport{}
-	for _, s := range r.Steps {
-		byName[s.Name] = s
-	}
+	byName := r.StepsByName()
 	for _, name := range []string{"open", "login", "click #login", "wait_for .room.ready", `assert text "Welcome user"`, "messages"} {
 		s, ok := byName[name]
 		if !ok {
@@ -265,10 +262,7 @@ steps:
 		t.Errorf("an 8 s run took %s", took)
 	}
 	r := agg.Report(sc, "test", time.Now())
-	by := map[string]StepReport{}
-	for _, s := range r.Steps {
-		by[s.Name] = s
-	}
+	by := r.StepsByName()
 	open, even, ticks, throws := by["open"], by["even"], by["ticks"], by["throws"]
 	if open.Count < 6 || open.Failures != 0 {
 		t.Errorf("open: %+v, want ≥ 2 iterations in each of 3 sessions", open)

@@ -85,6 +85,15 @@ type GeneratorReport struct {
 	HotSeconds int64   `json:"hot_seconds"` // seconds in which a generator ran hot
 }
 
+// StepsByName indexes the report's steps (not the total) by name.
+func (r Report) StepsByName() map[string]StepReport {
+	by := make(map[string]StepReport, len(r.Steps))
+	for _, s := range r.Steps {
+		by[s.Name] = s
+	}
+	return by
+}
+
 func ms(us int64) float64 { return math.Round(float64(us)/10) / 100 }
 
 // Report turns the aggregate into a report.

@@ -47,10 +47,7 @@ steps:
 		t.Fatal(err)
 	}
 	r := agg.Report(sc, "test", time.Now())
-	by := map[string]StepReport{}
-	for _, s := range r.Steps {
-		by[s.Name] = s
-	}
+	by := r.StepsByName()
 	if got, want := by["open"].Count, seen.Pages.Load(); got != want || got != 6 {
 		t.Errorf("open ran %d times, the server answered %d pages (want 6)", got, want)
 	}
