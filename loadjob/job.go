@@ -244,7 +244,7 @@ type Worker struct {
 	Updated time.Time `json:"updated,omitzero"`
 	LostAt  time.Time `json:"lost_at,omitzero"`
 	Reason  string    `json:"reason,omitempty"` // why lost, or the worker's error
-	// CPUPercent and MemoryBytes: the generator's own use (worker and its
+	// CPUPercent and MemoryBytes (summed PSS): the generator's own use (worker and its
 	// browsers); Cores is how many the generator's machine has.
 	CPUPercent  float64 `json:"cpu_percent"`
 	MemoryBytes int64   `json:"memory_bytes"`

@@ -75,7 +75,7 @@ func runWorker(ctx context.Context, cfg WorkerConfig) error {
 	}
 	host, _ := os.Hostname()
 	instance := host + "-" + randomHex(4)
-	c := &workerClient{cfg: cfg, hc: &http.Client{Timeout: 15 * time.Second}, instance: instance}
+	c := &workerClient{cfg: cfg, hc: &http.Client{Timeout: 15 * time.Second}, instance: instance, gen: load.TreeSampler{Root: os.Getpid()}}
 
 	var share Share
 	q := url.Values{"instance": {instance}, "node": {cfg.Node}}
@@ -138,7 +138,8 @@ type workerClient struct {
 	cfg      WorkerConfig
 	hc       *http.Client
 	instance string
-	last     procSample
+	// gen samples the worker and its browsers (CPU, PSS).
+	gen load.TreeSampler
 }
 
 func (c *workerClient) workerPath() string {
@@ -206,12 +207,10 @@ func (c *workerClient) retry(ctx context.Context, within time.Duration, f func()
 }
 
 func (c *workerClient) update(a *load.Aggregate, done bool, runErr error) (Update, error) {
-	cur := sampleTree(os.Getpid())
-	up := Update{Instance: c.instance, Node: c.cfg.Node, Done: done, MemoryBytes: cur.rss, Cores: runtime.NumCPU()}
-	if !c.last.at.IsZero() {
-		up.CPUPercent = cpuPercent(c.last, cur)
+	up := Update{Instance: c.instance, Node: c.cfg.Node, Done: done, Cores: runtime.NumCPU()}
+	if u, err := c.gen.Sample(); err == nil {
+		up.CPUPercent, up.MemoryBytes = u.CPUPercent, u.PSS
 	}
-	c.last = cur
 	if a != nil {
 		b, err := json.Marshal(a)
 		if err != nil {
@@ -228,7 +227,7 @@ func (c *workerClient) update(a *load.Aggregate, done bool, runErr error) (Updat
 // stream sends the aggregate every interval; the server's stop ends the
 // run.
 func (c *workerClient) stream(ctx context.Context, agg *atomic.Pointer[load.Aggregate], stop func()) {
-	c.last = sampleTree(os.Getpid())
+	c.gen.Sample() // the first sample only starts the CPU interval
 	t := time.NewTicker(c.cfg.Interval)
 	defer t.Stop()
 	for {
