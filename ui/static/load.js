@@ -181,7 +181,6 @@ function jobView(main, msg, out, show, job) {
       status.textContent = `job ${job} (${j.scenario_name || ""}): ${j.state}, ${f1(st.elapsed_s)} s, ${st.sessions} sessions, ${st.steps} steps, ` +
         `${st.failures} failures, ${f1(st.steps_per_s)} steps/s, p95 ${f1(st.p95_ms)} ms, ${st.ws_received} ws messages` +
         (st.lost_sessions ? `, ${st.lost_sessions} sessions lost` : "") + (st.hot ? " — a generator runs hot" : "");
-      status.dataset.state = j.state;
       stop.hidden = j.state !== "running";
       workers.replaceChildren(h("tr", {}, ...["worker", "state", "node", "share", "sessions", "steps", "failures", "steps/s", "p95 ms", "cpu %", "memory MiB", ""].map((c) => h("th", {}, c))),
         ...(st.workers || []).map((w) => h("tr", {}, h("td", {}, String(w.worker)), h("td", { class: "state-" + w.state }, w.state), h("td", {}, w.node || ""),
@@ -197,6 +196,9 @@ function jobView(main, msg, out, show, job) {
         if (!samples.length || samples[samples.length - 1].second < second) samples.push({ second, p50: t.p50_ms, p95: t.p95_ms, p99: t.p99_ms });
       }
       show(r, samples);
+      // Set after the report is drawn: "finished" means the page shows the
+      // kept report, not the last live one.
+      status.dataset.state = j.state;
       done = ended(j.state);
     } catch (e) {
       status.textContent = `job ${job}: ${e.message}`;
